@@ -1,0 +1,136 @@
+"""Dependency-injection aliases: the seam between routes and the rest.
+
+``SessionDep``, ``SettingsDep``, ``CurrentUser`` and ``project_dep(role)``.
+Tests swap parts with ``app.dependency_overrides``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from loupe.db.models import Membership, Project, ProjectRole, User
+from loupe.db.session import session_factory
+from loupe.errors import ErrorCode, LoupeError
+from loupe.services import auth
+from loupe.settings import Settings, get_settings
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+ROLE_RANK = {
+    ProjectRole.viewer.value: 0,
+    ProjectRole.annotator.value: 1,
+    ProjectRole.reviewer.value: 2,
+    ProjectRole.owner.value: 3,
+}
+
+
+def settings_dep() -> Settings:
+    return get_settings()
+
+
+SettingsDep = Annotated[Settings, Depends(settings_dep)]
+
+
+def get_session(request: Request, settings: SettingsDep) -> Iterator[Session]:
+    """One transaction per request: committed on success, rolled back on error."""
+    write = request.method not in SAFE_METHODS
+    session = session_factory(settings.db_url, write=write)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def optional_user(request: Request, db: SessionDep, settings: SettingsDep) -> User | None:
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        user = auth.user_for_token(db, header[7:].strip())
+        if user is None:
+            raise LoupeError(ErrorCode.UNAUTHENTICATED, "invalid or expired API token")
+        return user  # tokens are not sent by browsers on their own: no CSRF check
+    cookie = request.cookies.get(auth.SESSION_COOKIE)
+    if not cookie:
+        return None
+    assert settings.secret_key
+    data = auth.read_session(cookie, settings.secret_key, settings.session_max_age_s)
+    if data is None:
+        return None
+    user = auth.session_user(db, data)
+    if user is None:
+        return None
+    if request.method not in SAFE_METHODS:
+        sent = request.headers.get(auth.CSRF_HEADER)
+        if not sent or sent != data.csrf:
+            raise LoupeError(
+                ErrorCode.CSRF, f"missing or wrong {auth.CSRF_HEADER} header for a cookie session"
+            )
+    request.state.csrf = data.csrf
+    return user
+
+
+OptionalUser = Annotated[User | None, Depends(optional_user)]
+
+
+def current_user(user: OptionalUser) -> User:
+    if user is None:
+        raise LoupeError(ErrorCode.UNAUTHENTICATED, "log in first")
+    return user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def admin_user(user: CurrentUser) -> User:
+    if not user.is_admin:
+        raise LoupeError(ErrorCode.FORBIDDEN, "site administrators only")
+    return user
+
+
+AdminUser = Annotated[User, Depends(admin_user)]
+
+
+def project_role(db: Session, project: Project, user: User) -> str | None:
+    """The user's effective role in a project (site admins act as owners)."""
+    if user.is_admin:
+        return ProjectRole.owner.value
+    return db.scalar(
+        select(Membership.role).where(
+            Membership.project_id == project.id, Membership.user_id == user.id
+        )
+    )
+
+
+def project_dep(min_role: ProjectRole) -> Callable[..., Project]:
+    """A dependency that loads ``{project_id}`` and checks the caller's role."""
+
+    def _load(project_id: Annotated[int, Path(ge=1)], db: SessionDep, user: CurrentUser) -> Project:
+        project = db.get(Project, project_id)
+        role = project_role(db, project, user) if project is not None else None
+        if project is None or role is None:
+            # Same answer for 'missing' and 'not yours': ids do not leak.
+            raise LoupeError(ErrorCode.NOT_FOUND, f"project {project_id} not found")
+        if ROLE_RANK[role] < ROLE_RANK[min_role.value]:
+            raise LoupeError(
+                ErrorCode.FORBIDDEN,
+                f"this needs the {min_role.value} role in project {project_id}; you are {role}",
+            )
+        return project
+
+    return _load
+
+
+ViewerProject = Annotated[Project, Depends(project_dep(ProjectRole.viewer))]
+AnnotatorProject = Annotated[Project, Depends(project_dep(ProjectRole.annotator))]
+ReviewerProject = Annotated[Project, Depends(project_dep(ProjectRole.reviewer))]
+OwnerProject = Annotated[Project, Depends(project_dep(ProjectRole.owner))]

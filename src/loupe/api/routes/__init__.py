@@ -1,0 +1,17 @@
+"""One router per resource; ``app.py`` only assembles them."""
+
+from fastapi import APIRouter
+
+from loupe.api.routes import auth, cases, info, items, jobs, labels, projects, uploads, users
+
+ROUTERS: list[APIRouter] = [
+    info.router,
+    auth.router,
+    users.router,
+    projects.router,
+    cases.router,
+    items.router,
+    labels.router,
+    uploads.router,
+    jobs.router,
+]

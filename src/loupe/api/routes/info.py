@@ -1,0 +1,63 @@
+"""Server facts the UI builds its menus from, and a health check."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+from sqlalchemy import text
+
+import loupe
+from loupe.api.deps import SessionDep, SettingsDep
+from loupe.db.models import ProjectRole, Task
+from loupe.services.project_schema import PALETTE, RESERVED_LABELS
+
+router = APIRouter(tags=["info"])
+
+
+class InfoPublic(BaseModel):
+    version: str
+    tasks: list[str]
+    project_roles: list[str]
+    reserved_labels: list[str]
+    palette: list[str]
+    allow_registration: bool
+    max_upload_bytes: int
+    database: str
+    queue: str
+    registries: dict[str, list[str]]
+
+
+class HealthPublic(BaseModel):
+    status: str
+    database: str
+
+
+@router.get("/info", response_model=InfoPublic)
+def info(settings: SettingsDep) -> InfoPublic:
+    registries: dict[str, Any] = {}
+    try:
+        from loupe.services.jobs import JOB_KINDS
+
+        registries["job_kinds"] = sorted(JOB_KINDS)
+    except ImportError:  # pragma: no cover - jobs always ship
+        registries["job_kinds"] = []
+    return InfoPublic(
+        version=loupe.__version__,
+        tasks=[t.value for t in Task],
+        project_roles=[r.value for r in ProjectRole],
+        reserved_labels=sorted(RESERVED_LABELS),
+        palette=PALETTE,
+        allow_registration=settings.allow_registration,
+        max_upload_bytes=settings.max_upload_bytes,
+        database=settings.db_url.split(":", 1)[0].split("+", 1)[0],
+        queue="redis" if (settings.queue_url or "").startswith("redis") else "sqlite",
+        registries=registries,
+    )
+
+
+@router.get("/health", response_model=HealthPublic)
+def health(db: SessionDep) -> HealthPublic:
+    db.execute(text("SELECT 1"))
+    return HealthPublic(status="ok", database=db.get_bind().dialect.name)

@@ -1,0 +1,131 @@
+"""Items: list with filters and paging, detail, thumbnail, original file."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse
+
+from loupe.api.deps import OwnerProject, SessionDep, SettingsDep, ViewerProject
+from loupe.api.schemas.common import Message
+from loupe.api.schemas.items import AnnotationPublic, DraftPublic, ItemPublic, ItemsPublic
+from loupe.services import item_query
+from loupe.services import items as item_files
+from loupe.services.labels import NONE_KIND, get_item
+
+router = APIRouter(prefix="/projects/{project_id}/items", tags=["items"])
+
+
+def item_public(row: item_query.ItemRow) -> ItemPublic:
+    item, ann, pred = row.item, row.annotation, row.prediction
+    annotation = None
+    if ann is not None and ann.kind != NONE_KIND:
+        annotation = AnnotationPublic(
+            kind=ann.kind,
+            label=ann.label,
+            scores=ann.scores,
+            data=ann.data,
+            note=ann.note,
+            origin=ann.origin,
+            version=ann.version,
+            updated_by=ann.updated_by,
+            updated_at=ann.updated_at,
+        )
+    draft = None
+    if pred is not None:
+        draft = DraftPublic(
+            model_version_id=pred.model_version_id,
+            label=pred.label,
+            confidence=pred.confidence,
+            uncertainty=pred.uncertainty,
+            output=pred.output,
+            flagged=pred.flagged,
+            flag_reason=pred.flag_reason,
+        )
+    return ItemPublic(
+        id=item.id,
+        project_id=item.project_id,
+        case_id=item.case_id,
+        filename=item.filename,
+        format=item.format,
+        kind=item.kind,
+        shape=item.shape,
+        dtype=item.dtype,
+        axes=item.axes,
+        spacing=item.spacing,
+        size_bytes=item.size_bytes,
+        sha256=item.sha256,
+        meta=item.meta,
+        status=item.status,
+        error=item.error,
+        created_at=item.created_at,
+        version=ann.version if ann is not None else 0,
+        annotation=annotation,
+        draft=draft,
+    )
+
+
+@router.get("", response_model=ItemsPublic)
+def list_items(
+    project: ViewerProject,
+    db: SessionDep,
+    case_id: int | None = None,
+    label: str | None = Query(None, description="a class name, 'unsure' or 'skip'"),
+    status: str | None = Query(None, description="labelled|unlabelled|unsure|skip|error"),
+    flagged: bool | None = None,
+    predicted: str | None = Query(None, description="the active model's drafted class"),
+    search: str | None = Query(None, max_length=200, description="part of the file name"),
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+    after_id: int | None = Query(None, ge=0, description="keyset paging: items after this id"),
+    count: bool = Query(True, description="compute the total (skip it for speed)"),
+) -> ItemsPublic:
+    f = item_query.ItemFilter(
+        case_id=case_id,
+        label=label,
+        status=status,
+        flagged=flagged,
+        predicted=predicted,
+        search=search,
+    )
+    rows, total = item_query.list_items(
+        db, project, f, limit=limit, offset=offset, after_id=after_id, with_count=count
+    )
+    next_after = rows[-1].item.id if len(rows) == limit else None
+    return ItemsPublic(data=[item_public(r) for r in rows], count=total, next_after_id=next_after)
+
+
+@router.get("/{item_id}", response_model=ItemPublic)
+def get_item_detail(item_id: int, project: ViewerProject, db: SessionDep) -> ItemPublic:
+    return item_public(item_query.item_row(db, project, item_id))
+
+
+@router.get(
+    "/{item_id}/thumbnail",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/jpeg": {}}}},
+)
+def thumbnail(
+    item_id: int, project: ViewerProject, db: SessionDep, settings: SettingsDep
+) -> FileResponse:
+    item = get_item(db, project, item_id)
+    path = item_files.thumbnail_path(settings, item)
+    return FileResponse(
+        path,
+        media_type="image/jpeg",
+        headers={"Cache-Control": "private, max-age=86400, immutable"},
+    )
+
+
+@router.get("/{item_id}/file", response_class=FileResponse)
+def original_file(item_id: int, project: ViewerProject, db: SessionDep) -> FileResponse:
+    """The original file, by item id only (never by a client-given path)."""
+    item = get_item(db, project, item_id)
+    path = item_files.item_file_path(item)
+    return FileResponse(path, filename=item.filename)
+
+
+@router.delete("/{item_id}", response_model=Message)
+def delete_item(item_id: int, project: OwnerProject, db: SessionDep) -> Message:
+    item = get_item(db, project, item_id)
+    db.delete(item)
+    return Message(message=f"item {item_id} removed from the project (source file untouched)")

@@ -1,0 +1,1 @@
+"""Pydantic schemas, one module per resource (``XCreate``, ``XUpdate``, ``XPublic``, ``XsPublic``)."""

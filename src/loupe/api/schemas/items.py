@@ -1,0 +1,116 @@
+"""Item, label and audit-history schemas."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class AnnotationPublic(BaseModel):
+    kind: str
+    label: str | None = None
+    scores: dict[str, float] | None = None
+    data: dict[str, Any] | None = None
+    note: str | None = None
+    origin: str
+    version: int
+    updated_by: int | None
+    updated_at: dt.datetime
+
+
+class DraftPublic(BaseModel):
+    """The active model version's output for an item (never a human label)."""
+
+    model_version_id: int
+    label: str | None
+    confidence: float | None
+    uncertainty: float | None
+    output: dict[str, Any]
+    flagged: bool
+    flag_reason: str | None
+
+
+class ItemPublic(BaseModel):
+    id: int
+    project_id: int
+    case_id: int | None
+    filename: str
+    format: str
+    kind: str
+    shape: list[int]
+    dtype: str
+    axes: str
+    spacing: list[float] | None
+    size_bytes: int
+    sha256: str
+    meta: dict[str, Any]
+    status: str
+    error: str | None
+    created_at: dt.datetime
+    version: int = Field(description="Annotation version for optimistic locking (0: none yet)")
+    annotation: AnnotationPublic | None
+    draft: DraftPublic | None
+
+
+class ItemsPublic(BaseModel):
+    data: list[ItemPublic]
+    count: int | None
+    next_after_id: int | None = None
+
+
+class LabelSet(BaseModel):
+    kind: str = Field(
+        description="class | scores | unsure | skip | mask | points", pattern="^[a-z]+$"
+    )
+    label: str | None = None
+    scores: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None
+    note: str | None = Field(default=None, max_length=5000)
+    version: int | None = Field(
+        default=None, ge=0, description="The version you saw; a stale one gets 409"
+    )
+
+
+class LabelBatch(BaseModel):
+    item_ids: list[int] = Field(min_length=1, max_length=10000)
+    kind: str | None = Field(default=None, description="omit (or 'none') to clear the labels")
+    label: str | None = None
+    scores: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None
+    note: str | None = None
+    versions: dict[int, int] | None = Field(
+        default=None, description="item id -> version seen, for optimistic locking per item"
+    )
+
+
+class BatchConflict(BaseModel):
+    item_id: int
+    code: str
+    message: str
+
+
+class LabelBatchResult(BaseModel):
+    applied: list[int]
+    unchanged: list[int]
+    conflicts: list[BatchConflict]
+    versions: dict[int, int]
+
+
+class EventPublic(BaseModel):
+    id: int
+    item_id: int
+    user_id: int | None
+    user_email: str | None
+    at: dt.datetime
+    action: str
+    source: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    version: int
+
+
+class EventsPublic(BaseModel):
+    data: list[EventPublic]
+    count: int

@@ -1,0 +1,272 @@
+"""The ``loupe`` command line: thin, calls the same services as the API."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from loupe.errors import LoupeError
+
+app = typer.Typer(
+    help="Loupe: model-assisted labeling for scientific and medical images.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+user_app = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
+project_app = typer.Typer(help="Manage projects.", no_args_is_help=True)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+app.add_typer(project_app, name="project")
+app.add_typer(db_app, name="db")
+
+
+def _settings() -> Any:
+    from pydantic import ValidationError
+
+    from loupe.settings import get_settings
+
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        msg = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        typer.secho(f"error: {msg}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    settings.ensure_dirs()
+    return settings
+
+
+def _migrated_settings() -> Any:
+    from loupe.db.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.db_url)
+    return settings
+
+
+def _fail(exc: LoupeError) -> typer.Exit:
+    typer.secho(f"error: {exc.message}", fg="red", err=True)
+    return typer.Exit(1)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    worker: Annotated[
+        bool, typer.Option(help="Run an embedded job consumer (off when LOUPE_QUEUE_URL is redis)")
+    ] = True,
+) -> None:
+    """Run the web app and API (and, by default, an in-process job worker)."""
+    import uvicorn
+
+    from loupe.api.app import create_app
+
+    settings = _migrated_settings()
+    stop = None
+    if worker and not (settings.queue_url or "").startswith("redis"):
+        from loupe.jobs.worker import start_embedded_consumer
+
+        stop = start_embedded_consumer(settings)
+    try:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    finally:
+        if stop is not None:
+            stop()
+
+
+@app.command()
+def worker(
+    workers: Annotated[int, typer.Option(help="Worker threads")] = 1,
+) -> None:
+    """Run a job consumer (for LOUPE_QUEUE_URL=redis://... on any number of machines)."""
+    from loupe.jobs.worker import run_worker
+
+    run_worker(_migrated_settings(), workers=workers)
+
+
+@app.command()
+def demo(
+    host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    no_serve: Annotated[bool, typer.Option("--no-serve", help="Only prepare the data")] = False,
+) -> None:
+    """Prepare the demo (admin account, demo projects with real images) and serve it."""
+    os.environ["LOUPE_DEMO"] = "1"
+    os.environ.setdefault("LOUPE_HOME", "./loupe-demo")
+    from loupe.settings import get_settings
+
+    get_settings.cache_clear()
+    from loupe.demo import prepare_demo
+
+    settings = _migrated_settings()
+    email, password = prepare_demo(settings)
+    typer.secho("\n  Loupe demo", bold=True)
+    typer.echo(f"  open      http://{host}:{port}")
+    typer.echo(f"  log in    {email}")
+    typer.echo(f"  password  {password}\n")
+    if not no_serve:
+        serve(host=host, port=port, worker=True)
+
+
+@app.command()
+def openapi() -> None:
+    """Print the OpenAPI schema (also served at /api/openapi.json)."""
+    os.environ.setdefault("LOUPE_DEMO", "1")  # the schema needs no secret
+    from loupe.api.app import create_app
+
+    typer.echo(json.dumps(create_app(_settings(), migrate=False).openapi(), indent=2))
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply database migrations (the server also does this on start)."""
+    settings = _migrated_settings()
+    typer.echo(f"database at head: {settings.db_url.split('@')[-1]}")
+
+
+@user_app.command("create")
+def user_create(
+    email: str,
+    admin: Annotated[bool, typer.Option("--admin", help="Site administrator")] = False,
+    name: Annotated[str, typer.Option(help="Display name")] = "",
+) -> None:
+    """Create a user; the password comes from LOUPE_PASSWORD or a prompt."""
+    from loupe.db.session import session_scope
+    from loupe.services import auth
+
+    password = os.environ.get("LOUPE_PASSWORD")
+    if not password:
+        if not sys.stdin.isatty():
+            typer.secho("error: set LOUPE_PASSWORD or run in a terminal", fg="red", err=True)
+            raise typer.Exit(2)
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    settings = _migrated_settings()
+    try:
+        with session_scope(settings.db_url) as db:
+            user = auth.create_user(db, email=email, password=password, name=name, admin=admin)
+            uid, role = user.id, user.role
+    except LoupeError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"created user {uid} {email} ({role})")
+
+
+@project_app.command("create")
+def project_create(
+    name: str,
+    task: Annotated[str, typer.Option(help="classify | score | segment | volume")],
+    classes: Annotated[str | None, typer.Option(help="Comma-separated class names")] = None,
+    metrics: Annotated[
+        str | None, typer.Option(help="name:min:max:step,... e.g. fibrosis:0:4:1")
+    ] = None,
+    schema: Annotated[Path | None, typer.Option(help="JSON file with the schema")] = None,
+    owner: Annotated[
+        str | None, typer.Option(help="Owner e-mail (default: the first site admin)")
+    ] = None,
+    case_pattern: Annotated[
+        str | None, typer.Option(help="Regex with (?P<case>...) for file names")
+    ] = None,
+) -> None:
+    """Create a project and print its id."""
+    from sqlalchemy import select
+
+    from loupe.db.models import SiteRole, User
+    from loupe.db.session import session_scope
+    from loupe.errors import ErrorCode
+    from loupe.services import project_schema, projects
+
+    settings = _migrated_settings()
+    try:
+        if schema is not None:
+            try:
+                data = json.loads(schema.read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise LoupeError(ErrorCode.INVALID, f"cannot read schema {schema}: {exc}") from exc
+        else:
+            data = project_schema.schema_from_cli(task, classes=classes, metrics=metrics)
+        with session_scope(settings.db_url) as db:
+            q = select(User).order_by(User.id)
+            q = (
+                q.where(User.email == owner.lower())
+                if owner
+                else q.where(User.role == SiteRole.admin.value)
+            )
+            user = db.scalars(q).first()
+            if user is None:
+                raise LoupeError(
+                    ErrorCode.NOT_FOUND,
+                    f"no user {owner!r}" if owner else "create an admin first: loupe user create",
+                )
+            extra = {"case_pattern": case_pattern} if case_pattern else {}
+            project = projects.create_project(
+                db, name=name, task=task, schema=data, owner_id=user.id, settings=extra
+            )
+            pid = project.id
+    except LoupeError as exc:
+        raise _fail(exc) from exc
+    typer.echo(pid)
+
+
+@app.command()
+def ingest(
+    project: str,
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders (recursive)")],
+    case_pattern: Annotated[
+        str | None, typer.Option(help="Regex with (?P<case>...) applied to file names")
+    ] = None,
+    case: Annotated[str | None, typer.Option(help="Put every file into this case")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary")] = False,
+) -> None:
+    """Import images and volumes; exit 0 if all went in, 3 if some files failed."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from loupe.db.session import session_scope
+    from loupe.services import projects
+    from loupe.services.ingest import ingest_paths
+
+    settings = _migrated_settings()
+    try:
+        with session_scope(settings.db_url) as db:
+            pid = projects.find_project(db, project).id
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            transient=as_json,
+            disable=as_json or not sys.stderr.isatty(),
+        ) as bar:
+            task_id = bar.add_task("importing", total=None)
+
+            def _progress(done: int, total: int, _name: str) -> None:
+                bar.update(task_id, completed=done, total=total)
+
+            report = ingest_paths(
+                settings,
+                pid,
+                [p.resolve() for p in paths],
+                case_pattern=case_pattern,
+                case_name=case,
+                progress=_progress,
+            )
+    except LoupeError as exc:
+        raise _fail(exc) from exc
+    summary = report.to_json()
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        typer.echo(
+            f"imported {summary['imported']}, already there {summary['existing']}, "
+            f"failed {len(summary['failed'])}"
+        )
+        for f in summary["failed"]:
+            typer.secho(f"  skipped {f['path']}: {f['reason']}", fg="yellow", err=True)
+    raise typer.Exit(3 if summary["failed"] else 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
