@@ -1,0 +1,142 @@
+"""A DICOM series (one file per slice) as a volume: ordering, spacing, pixels."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from loupe.media._core import DEFAULT_MAX_PIXELS, MediaError, MediaInfo, PathLike
+from loupe.media.dicom import (
+    DicomHeader,
+    header_extra,
+    pixel_spacing,
+    read_file_volume,
+    read_frame,
+    read_header,
+    rescaled_stack,
+    slice_step,
+)
+
+
+@dataclass(frozen=True)
+class SortedSeries:
+    """Slice headers in spatial order plus the spacing derived from them."""
+
+    slices: list[DicomHeader]
+    spacing: tuple[float, float, float]
+    spacing_assumed: bool
+    ordered_by: str
+
+
+def sort_series(paths: Iterable[PathLike], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> SortedSeries:
+    """Read every header; order slices along the slice normal (ImagePositionPatient
+    projected on the ImageOrientationPatient normal), else by InstanceNumber, else by path.
+    """
+    headers = [read_header(path, max_pixels=max_pixels) for path in sorted(map(str, paths))]
+    if not headers:
+        raise ValueError("paths must name at least one DICOM file")
+    uids = {str(h.ds.get("SeriesInstanceUID", "")) for h in headers}
+    if len(uids) > 1:
+        raise MediaError(f"files belong to {len(uids)} different DICOM series")
+    sizes = {(h.rows, h.cols, h.channels) for h in headers}
+    if len(sizes) > 1:
+        raise MediaError(f"slices of the series differ in size: {sorted(sizes)}")
+    if len(headers) > 1 and any(h.frames > 1 for h in headers):
+        raise MediaError("multi-frame files inside a multi-file series are not supported")
+
+    positions = _positions(headers)
+    if positions is not None:
+        order = sorted(range(len(headers)), key=lambda i: (positions[i], _instance(headers[i])))
+        ordered_by = "position"
+    elif all(h.ds.get("InstanceNumber") is not None for h in headers):
+        order = sorted(range(len(headers)), key=lambda i: _instance(headers[i]))
+        ordered_by = "instance_number"
+    else:
+        order = list(range(len(headers)))
+        ordered_by = "path"
+    slices = [headers[i] for i in order]
+
+    z_step = None
+    if positions is not None and len(headers) > 1:
+        steps = np.abs(np.diff(sorted(positions)))
+        steps = steps[steps > 1e-4]
+        z_step = float(np.median(steps)) if steps.size else None
+    if z_step is None:
+        z_step = slice_step(slices[0].ds)
+    pixel = pixel_spacing(slices[0].ds)
+    spacing = (z_step or 1.0, *(pixel or (1.0, 1.0)))
+    assumed = z_step is None or pixel is None
+    return SortedSeries(slices, (spacing[0], spacing[1], spacing[2]), assumed, ordered_by)
+
+
+def _instance(header: DicomHeader) -> int:
+    try:
+        return int(header.ds.get("InstanceNumber") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _positions(headers: list[DicomHeader]) -> list[float] | None:
+    """Each slice's position along the slice normal, or None if any slice lacks it."""
+    try:
+        orientation = np.array([float(v) for v in headers[0].ds.ImageOrientationPatient])
+        normal = np.cross(orientation[:3], orientation[3:])
+        if not np.linalg.norm(normal) > 0:
+            return None
+        return [
+            float(np.dot(normal, [float(v) for v in h.ds.ImagePositionPatient])) for h in headers
+        ]
+    except (AttributeError, TypeError, ValueError, IndexError):
+        return None
+
+
+def probe_series(paths: Iterable[PathLike], *, max_pixels: int) -> MediaInfo:
+    series = sort_series(paths, max_pixels=max_pixels)
+    first = series.slices[0]
+    if len(series.slices) == 1 and first.frames > 1:
+        depth = first.frames
+    else:
+        depth = len(series.slices)
+    shape: tuple[int, ...] = (depth, first.rows, first.cols)
+    if first.channels > 1:
+        shape += (first.channels,)
+    extra: dict[str, Any] = {
+        **header_extra(first),
+        "files": len(series.slices),
+        "ordered_by": series.ordered_by,
+    }
+    if series.spacing_assumed:
+        extra["spacing_assumed"] = True
+    return MediaInfo(
+        format="dicom",
+        kind="volume",
+        shape=shape,
+        dtype=first.dtype,
+        pages=len(series.slices),
+        spacing=series.spacing,
+        axes="ZYXC" if first.channels > 1 else "ZYX",
+        extra=extra,
+    )
+
+
+def read_series(paths: Iterable[PathLike]) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """(z, y, x[, C]) volume in slice order; rescaled to float32 modality units (e.g. HU)
+    when any slice declares a RescaleSlope/Intercept other than 1/0."""
+    series = sort_series(paths)
+    if len(series.slices) == 1 and series.slices[0].frames > 1:
+        return read_file_volume(series.slices[0].path)
+    blocks = []
+    for header in series.slices:
+        frame = read_frame(header.path, max_side=None, max_pixels=DEFAULT_MAX_PIXELS, header=header)
+        blocks.append(frame[None])
+    volume = rescaled_stack(blocks, [h.ds for h in series.slices])
+    return np.ascontiguousarray(volume), series.spacing
+
+
+def middle_slice(paths: Iterable[PathLike], *, max_side: int | None) -> np.ndarray:
+    series = sort_series(paths)
+    middle = series.slices[len(series.slices) // 2]
+    return read_frame(middle.path, max_side=max_side, max_pixels=DEFAULT_MAX_PIXELS, header=middle)
