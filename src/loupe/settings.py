@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     thumbnail_size: int = 256
     weights: Path | None = None
     worker_threads: int = 1
+    queue_name: str = "loupe"
+    job_heartbeat_s: float = 10.0
 
     @model_validator(mode="after")
     def _check_secret(self) -> Settings:

@@ -37,12 +37,9 @@ class HealthPublic(BaseModel):
 @router.get("/info", response_model=InfoPublic)
 def info(settings: SettingsDep) -> InfoPublic:
     registries: dict[str, Any] = {}
-    try:
-        from loupe.services.jobs import JOB_KINDS
+    from loupe.services.jobs import load_job_kinds
 
-        registries["job_kinds"] = sorted(JOB_KINDS)
-    except ImportError:  # pragma: no cover - jobs always ship
-        registries["job_kinds"] = []
+    registries["job_kinds"] = sorted(load_job_kinds())
     return InfoPublic(
         version=loupe.__version__,
         tasks=[t.value for t in Task],

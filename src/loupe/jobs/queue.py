@@ -1,0 +1,75 @@
+"""The huey instance of a deployment, with Loupe's tasks registered on it.
+
+Why there is no module-level ``huey = SqliteHuey(...)``: huey binds a task to
+the instance it is declared on, and a module-level instance would be built
+from whatever settings exist at import time (wrong in tests, or for a worker
+started with other settings). Instead :func:`get_queue` builds one instance per
+deployment (queue URL, home, queue name, database, immediate mode), declares
+the tasks on it with :func:`loupe.jobs.tasks.register_tasks` and caches it.
+The API (producer) and ``loupe worker`` (consumer) both go through it, so the
+task name in a message ("loupe.jobs.tasks.run_job") resolves on both sides, and a task
+runs with the settings of the process that executes it.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import NamedTuple
+
+from huey import Huey, RedisHuey, SqliteHuey
+
+from loupe.jobs.tasks import Tasks, register_tasks
+from loupe.settings import Settings
+
+
+class Queue(NamedTuple):
+    huey: Huey
+    tasks: Tasks
+
+
+_QUEUES: dict[tuple[str | None, str, str, str, bool], Queue] = {}
+_LOCK = threading.Lock()
+
+
+def get_queue(settings: Settings, *, immediate: bool | None = None) -> Queue:
+    """The cached huey instance for ``settings`` and its tasks.
+
+    ``RedisHuey`` when ``settings.queue_url`` is ``redis://...``, else
+    ``SqliteHuey`` in ``home/queue.db``. ``immediate`` (default
+    ``settings.jobs_immediate``) runs tasks inline when enqueued.
+    """
+    if immediate is None:
+        immediate = settings.jobs_immediate
+    name = settings.queue_name  # distinct names let deployments (or tests) share a Redis
+    home = str(settings.home.resolve())
+    key = (settings.queue_url, home, name, settings.db_url, immediate)
+    with _LOCK:
+        queue = _QUEUES.get(key)
+        if queue is None:
+            huey = _make_huey(settings, name, immediate)
+            queue = Queue(huey, register_tasks(huey, settings))
+            _QUEUES[key] = queue
+    return queue
+
+
+def get_huey(settings: Settings, *, immediate: bool | None = None) -> Huey:
+    """The huey instance for ``settings`` (see :func:`get_queue`)."""
+    return get_queue(settings, immediate=immediate).huey
+
+
+def enqueue_job(settings: Settings, job_id: int) -> None:
+    """Enqueue the task that runs job ``job_id`` (inline in immediate mode)."""
+    get_queue(settings).tasks.run_job(job_id)
+
+
+def _make_huey(settings: Settings, name: str, immediate: bool) -> Huey:
+    url = settings.queue_url
+    # Job results live in the jobs table, so huey stores none.
+    if url and url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisHuey(name, url=url, immediate=immediate, results=False)
+    if url:
+        raise ValueError(f"LOUPE_QUEUE_URL must be a redis:// URL, got {url!r}")
+    settings.home.mkdir(parents=True, exist_ok=True)
+    return SqliteHuey(
+        name, filename=str(settings.home / "queue.db"), immediate=immediate, results=False
+    )

@@ -1,0 +1,322 @@
+"""Jobs: plain functions run by a huey worker, with all state in the ``jobs`` table.
+
+A job kind is a function ``fn(settings, ctx, params) -> result | None`` registered
+by name with :func:`register_job_kind`; it is callable from a test or the CLI
+with a :class:`~loupe.services.job_runner.JobContext`, and the huey task that
+runs it in a worker is a three-line wrapper (``loupe.jobs.tasks``).
+
+Life of a job row: ``queued`` -> ``running`` -> ``done`` | ``failed`` |
+``cancelled``. This module is the producer side: the kind registry, and
+:func:`submit` (insert and commit the row, then enqueue its id), reading,
+:func:`retry_job` (re-run a failed or cancelled job on the same row) and
+:func:`cancel_job`. The worker side (``run_job``, ``JobContext``, heartbeats,
+reaping of jobs whose worker died, the ``selftest`` kind) is
+:mod:`loupe.services.job_runner`; its public names are re-exported here, lazily
+(it imports this module), so ``from loupe.services.jobs import JobContext`` works.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import zlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from loupe.db.models import Job, JobStatus, Project
+from loupe.db.session import session_factory, session_scope
+from loupe.db.types import utcnow
+from loupe.errors import ErrorCode, LoupeError
+from loupe.settings import Settings
+
+if TYPE_CHECKING:  # re-exported lazily by __getattr__ below
+    from loupe.services.job_runner import (  # noqa: F401
+        DEFAULT_STALE_AFTER_S,
+        WORKER_LOST,
+        JobCancelled,
+        JobContext,
+        describe_error,
+        fail_worker_jobs,
+        heartbeat_interval,
+        reap_stale_jobs,
+        run_job,
+        selftest,
+        worker_name,
+    )
+
+log = logging.getLogger(__name__)
+
+ACTIVE = (JobStatus.queued.value, JobStatus.running.value)
+TERMINAL = frozenset({JobStatus.done.value, JobStatus.failed.value, JobStatus.cancelled.value})
+
+JobFn = Callable[[Settings, "JobContext", dict[str, Any]], dict[str, Any] | None]
+
+# Kind name -> function. Filled at import time by @register_job_kind; this holds
+# code, not job state (that lives in the database).
+JOB_KINDS: dict[str, JobFn] = {}
+# Kinds that never run twice at once in one project (create and retry -> BUSY).
+EXCLUSIVE_KINDS: set[str] = set()
+# Modules that register job kinds (with @register_job_kind) when imported.
+# load_job_kinds() imports them all before a job is created or run (API and
+# worker alike), so a kind whose module is not listed here is unknown:
+# when you write a module that declares a new kind, add it to this list.
+KIND_MODULES: list[str] = [
+    "loupe.services.job_runner",  # selftest
+    "loupe.services.ingest",  # ingest
+    "loupe.services.train",  # train
+]
+
+# Worker-side names that live in job_runner, re-exported for existing imports.
+_RUNNER_NAMES = frozenset(
+    {
+        "DEFAULT_STALE_AFTER_S",
+        "WORKER_LOST",
+        "JobCancelled",
+        "JobContext",
+        "describe_error",
+        "fail_worker_jobs",
+        "heartbeat_interval",
+        "reap_stale_jobs",
+        "run_job",
+        "selftest",
+        "worker_name",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    """Resolve the re-exported job_runner names on first use (PEP 562)."""
+    if name in _RUNNER_NAMES:
+        from loupe.services import job_runner  # imports this module: not at the top
+
+        return getattr(job_runner, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def register_job_kind(name: str, *, exclusive: bool = False) -> Callable[[JobFn], JobFn]:
+    """Decorator: register ``fn`` as the job kind ``name``.
+
+    ``exclusive=True`` makes every job of this kind exclusive per project.
+    """
+
+    def decorator(fn: JobFn) -> JobFn:
+        old = JOB_KINDS.get(name)
+        if old is not None and (old.__module__, old.__qualname__) != (
+            fn.__module__,
+            fn.__qualname__,
+        ):
+            raise ValueError(f"job kind {name!r} is already registered by {old.__module__}")
+        JOB_KINDS[name] = fn
+        if exclusive:
+            EXCLUSIVE_KINDS.add(name)
+        return fn
+
+    return decorator
+
+
+def load_job_kinds() -> dict[str, JobFn]:
+    """Import every module in ``KIND_MODULES`` and return the registry."""
+    for module in KIND_MODULES:
+        importlib.import_module(module)
+    return JOB_KINDS
+
+
+# --- creating, enqueueing, reading ------------------------------------------------
+
+
+def create_job(
+    db: Session,
+    *,
+    kind: str,
+    project_id: int | None,
+    params: dict[str, Any],
+    user_id: int | None,
+    exclusive: bool = False,
+) -> Job:
+    """Insert a queued job in ``db``'s transaction (not enqueued: see :func:`enqueue`).
+
+    With ``exclusive`` (or an exclusive kind), raise ``LoupeError(BUSY)`` when a
+    queued or running job of the same kind exists for the project. The check is
+    serialized by a lock: the project row (``FOR UPDATE``) or, without a project,
+    an advisory lock on PostgreSQL; on SQLite by the write lock that write
+    sessions take at BEGIN.
+    """
+    if kind not in load_job_kinds():
+        raise LoupeError(
+            ErrorCode.INVALID, f"unknown job kind {kind!r}; known kinds: {sorted(JOB_KINDS)}"
+        )
+    exclusive = exclusive or kind in EXCLUSIVE_KINDS
+    _lock_scope(db, kind, project_id, lock=exclusive)
+    if exclusive:
+        _ensure_not_busy(db, kind, project_id)
+    job = Job(
+        project_id=project_id,
+        kind=kind,
+        params=dict(params),
+        created_by=user_id,
+        status=JobStatus.queued.value,
+    )
+    db.add(job)
+    db.flush()
+    return job
+
+
+def enqueue(settings: Settings, job_id: int) -> None:
+    """Send job ``job_id`` to the queue. Call it only after the row is committed.
+
+    With ``settings.jobs_immediate`` the job runs here, before this returns.
+    """
+    from loupe.jobs.queue import enqueue_job  # the queue imports this module
+
+    enqueue_job(settings, job_id)
+
+
+def submit(
+    settings: Settings,
+    *,
+    kind: str,
+    project_id: int | None,
+    params: dict[str, Any],
+    user_id: int | None,
+    exclusive: bool = False,
+) -> Job:
+    """Create a job in a transaction of its own, commit, enqueue; return it as now stored.
+
+    Do not call it while holding an open write transaction on SQLite (commit the
+    request session first): it would wait for that lock.
+    """
+    with session_scope(settings.db_url) as db:
+        job_id = create_job(
+            db,
+            kind=kind,
+            project_id=project_id,
+            params=params,
+            user_id=user_id,
+            exclusive=exclusive,
+        ).id
+    enqueue(settings, job_id)
+    return fetch_job(settings, job_id)
+
+
+def fetch_job(settings: Settings, job_id: int) -> Job:
+    """The job as stored now, read in a short session of its own (detached)."""
+    with session_factory(settings.db_url)() as db:
+        return get_job(db, job_id)
+
+
+def get_job(db: Session, job_id: int) -> Job:
+    job = db.get(Job, job_id)
+    if job is None:
+        raise LoupeError(ErrorCode.NOT_FOUND, f"job {job_id} not found")
+    return job
+
+
+def list_jobs(
+    db: Session,
+    project_id: int,
+    *,
+    status: str | None = None,
+    kind: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[Job], int]:
+    """A project's jobs, newest first, and the total count matching the filters."""
+    where = [Job.project_id == project_id]
+    if status is not None:
+        where.append(Job.status == status)
+    if kind is not None:
+        where.append(Job.kind == kind)
+    count = db.scalar(select(func.count(Job.id)).where(*where)) or 0
+    rows = db.scalars(select(Job).where(*where).order_by(Job.id.desc()).limit(limit).offset(offset))
+    return list(rows), count
+
+
+# --- retry, cancel ---------------------------------------------------------------
+
+
+def retry_job(settings: Settings, job_id: int, user_id: int | None) -> Job:
+    """Run a failed or cancelled job again on the same row and enqueue it.
+
+    A ``queued`` job is only re-enqueued (its message may have been lost; a
+    duplicate message is harmless). ``running`` or ``done`` -> ``CONFLICT``.
+    """
+    with session_scope(settings.db_url) as db:
+        job = get_job(db, job_id)
+        _lock_scope(db, job.kind, job.project_id, lock=job.kind in EXCLUSIVE_KINDS)
+        db.refresh(job, with_for_update=True)
+        if job.status in (JobStatus.running.value, JobStatus.done.value):
+            raise LoupeError(
+                ErrorCode.CONFLICT,
+                f"job {job_id} is {job.status}; only failed, cancelled or "
+                "queued jobs can be retried",
+            )
+        if job.status != JobStatus.queued.value:
+            if job.kind in EXCLUSIVE_KINDS:
+                _ensure_not_busy(db, job.kind, job.project_id)
+            job.status = JobStatus.queued.value
+            job.error = None
+            job.result = None
+            job.progress = 0.0
+            job.message = ""
+            job.started_at = job.finished_at = job.heartbeat_at = None
+            job.worker = None
+            job.cancel_requested = False
+        log.info("job %s (%s) retried by user %s", job_id, job.kind, user_id)
+    enqueue(settings, job_id)
+    return fetch_job(settings, job_id)
+
+
+def cancel_job(db: Session, job_id: int, *, user_id: int | None) -> Job:
+    """Cancel a job in ``db``'s transaction.
+
+    ``queued`` -> ``cancelled`` at once (its queue message becomes a no-op);
+    ``running`` -> a cancel request that the job sees at its next
+    ``check_cancelled()``; ``cancelled`` -> unchanged; ``done``/``failed`` ->
+    ``CONFLICT``.
+    """
+    job = db.get(Job, job_id, with_for_update=True)
+    if job is None:
+        raise LoupeError(ErrorCode.NOT_FOUND, f"job {job_id} not found")
+    if job.status == JobStatus.queued.value:
+        job.status = JobStatus.cancelled.value
+        job.finished_at = utcnow()
+        job.message = "cancelled before it started"
+    elif job.status == JobStatus.running.value:
+        job.cancel_requested = True
+        job.message = "cancel requested"
+        log.info("job %s (%s): cancel requested by user %s", job_id, job.kind, user_id)
+    elif job.status != JobStatus.cancelled.value:
+        raise LoupeError(ErrorCode.CONFLICT, f"job {job_id} is already {job.status}")
+    db.flush()
+    return job
+
+
+def _lock_scope(db: Session, kind: str, project_id: int | None, *, lock: bool) -> None:
+    """Check that the project exists; with ``lock``, serialize job creation for it."""
+    if project_id is not None:
+        query = select(Project.id).where(Project.id == project_id)
+        if db.scalar(query.with_for_update() if lock else query) is None:
+            raise LoupeError(ErrorCode.NOT_FOUND, f"project {project_id} not found")
+    elif lock and db.get_bind().dialect.name == "postgresql":
+        key = zlib.crc32(f"loupe.jobs:{kind}".encode())
+        db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+def _ensure_not_busy(db: Session, kind: str, project_id: int | None) -> None:
+    same_project = Job.project_id.is_(None) if project_id is None else Job.project_id == project_id
+    row = db.execute(
+        select(Job.id, Job.status)
+        .where(same_project, Job.kind == kind, Job.status.in_(ACTIVE))
+        .limit(1)
+    ).first()
+    if row is not None:
+        where = f"project {project_id}" if project_id is not None else "the site"
+        raise LoupeError(
+            ErrorCode.BUSY,
+            f"a {kind} job (#{row.id}) is already {row.status} for {where}; "
+            "wait for it to finish or cancel it",
+            job_id=row.id,
+        )
