@@ -1,0 +1,457 @@
+"""Import images and volumes into a project (CLI, browser uploads, import jobs).
+
+``ingest_paths`` walks files and folders; each file is probed (headers only),
+hashed and thumbnailed in a thread pool (Pillow, tifffile and hashlib release
+the GIL) and the items are written ``BATCH`` at a time, one short
+transaction each, so a SQLite writer lock is never held while files are read.
+
+Rules, in one place:
+
+* **Dedupe**: an item is its content (sha256, unique per project). Importing
+  the same bytes again, under any name, returns the existing item, counted in
+  ``existing``. An existing item is never rewritten and its label is never
+  touched; it only gains what it lacked: a case (with the parsed name fields)
+  if it had none, and a new location if its file has gone from disk (a moved
+  or renamed folder is re-linked).
+* **Cases**, first rule that applies: an explicit ``case_name``; else a
+  ``case_pattern`` (the argument, or the project's ``case_pattern`` setting)
+  searched in the file name, whose group ``case`` names the case and whose
+  other named groups go into ``item.meta`` (a name it misses gets no case and
+  ``meta['case_pattern'] == 'no match'``); else the first folder below the
+  folder given (files directly in it, or given one by one, get none). Cases
+  are created on demand.
+* **DICOM**: all DICOM files of one call are grouped by SeriesInstanceUID into
+  one volume item per series; its sha256 is the sha256 of the sorted per-file
+  hashes, its uri the first file and ``item.files`` all files, sorted.
+* **Failures** (corrupt, truncated, empty, not an image, decompression bomb,
+  or an unexpected error on that file) are reported per file and skipped.
+* **Thumbnails**: JPEG, content-addressed in ``thumbs/``, made once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO, Any, TypeVar
+
+from sqlalchemy import select
+
+from loupe.db.models import Item, Project
+from loupe.db.session import session_scope
+from loupe.errors import ErrorCode, LoupeError
+from loupe.media import MediaError, iter_media_files
+from loupe.services.ingest_files import (
+    NOT_MEDIA,
+    DicomFile,
+    Probed,
+    Source,
+    group_dicom,
+    media_path,
+    prepare_file,
+    prepare_series,
+)
+from loupe.services.ingest_rows import (
+    BATCH,
+    NO_MATCH,
+    CaseRule,
+    IngestReport,
+    ItemWriter,
+    compile_case_pattern,
+)
+from loupe.services.jobs import JobContext, register_job_kind
+from loupe.settings import Settings
+
+__all__ = [
+    "BATCH",
+    "NOT_MEDIA",
+    "NO_MATCH",
+    "CaseRule",
+    "IngestReport",
+    "SavedUpload",
+    "Source",
+    "UploadSink",
+    "collect_sources",
+    "compile_case_pattern",
+    "ingest_paths",
+    "ingest_sources",
+    "ingest_uploaded",
+    "run_ingest_job",
+    "save_upload",
+]
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, str], None]
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def ingest_paths(
+    settings: Settings,
+    project_id: int,
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    case_pattern: str | None = None,
+    case_name: str | None = None,
+    user_id: int | None = None,
+    progress: Progress | None = None,
+    copy: bool = False,
+) -> IngestReport:
+    """Import files and folders (recursively) into project ``project_id``.
+
+    Files are referenced in place (``item.uri`` is the absolute path) unless
+    ``copy``, which copies them into the content-addressed media folder.
+    ``progress(done, total, path)`` is called as files finish. Raises
+    ``LoupeError`` only for a bad request (unknown project, invalid pattern);
+    a problem with one file ends up in ``IngestReport.failed``.
+    """
+    rule = case_rule(settings, project_id, case_pattern=case_pattern, case_name=case_name)
+    sources, missing = collect_sources(paths)
+    report = ingest_sources(
+        settings, project_id, sources, rule=rule, user_id=user_id, progress=progress, copy=copy
+    )
+    report.failed[:0] = missing
+    return report
+
+
+def case_rule(
+    settings: Settings,
+    project_id: int,
+    *,
+    case_pattern: str | None = None,
+    case_name: str | None = None,
+) -> CaseRule:
+    """The case rule of an import; checks that the project exists and the pattern is valid."""
+    with session_scope(settings.db_url, write=False) as db:
+        project = db.get(Project, project_id)
+        if project is None:
+            raise LoupeError(ErrorCode.NOT_FOUND, f"project {project_id} not found")
+        pattern = case_pattern or (project.settings or {}).get("case_pattern") or None
+    name = (case_name or "").strip() or None
+    return CaseRule(name=name, pattern=compile_case_pattern(pattern) if pattern else None)
+
+
+def collect_sources(
+    paths: Iterable[str | os.PathLike[str]],
+) -> tuple[list[Source], list[dict[str, str]]]:
+    """Expand files and folders (recursively, sorted) into sources; missing paths fail."""
+    sources: list[Source] = []
+    missing: list[dict[str, str]] = []
+    seen: set[Path] = set()
+    for raw in paths:
+        given = Path(os.path.abspath(Path(raw).expanduser()))
+        if given.is_dir():
+            for path in iter_media_files(given):
+                parts = path.relative_to(given).parts
+                if path not in seen:
+                    seen.add(path)
+                    folder = parts[0] if len(parts) > 1 else None
+                    sources.append(Source(path, path.name, str(path), folder))
+        elif given.is_file():
+            if given not in seen:
+                seen.add(given)
+                sources.append(Source(given, given.name, str(given)))
+        else:
+            missing.append({"path": str(raw), "reason": "file not found"})
+    return sources, missing
+
+
+def ingest_sources(
+    settings: Settings,
+    project_id: int,
+    sources: Sequence[Source],
+    *,
+    rule: CaseRule,
+    user_id: int | None = None,
+    progress: Progress | None = None,
+    copy: bool = False,
+    writer: ItemWriter | None = None,
+) -> IngestReport:
+    """Import prepared sources: the core shared by paths, uploads and jobs."""
+    writer = writer or ItemWriter(settings, project_id, rule, user_id)
+    report = writer.report
+    total, done = len(sources), 0
+    dicom: list[Source] = []
+
+    def step(label: str, n: int = 1) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done, total, label)
+
+    def one_file(source: Source) -> Probed | DicomFile | str:
+        return _guard(source.label, lambda: prepare_file(settings, source, copy=copy))
+
+    def one_lone_dicom(source: Source) -> Probed | DicomFile | str:
+        return _guard(
+            source.label, lambda: prepare_file(settings, source, copy=copy, defer_dicom=False)
+        )
+
+    def one_series(group: list[Source]) -> Probed | str:
+        return _guard(group[0].label, lambda: prepare_series(settings, group, copy=copy))
+
+    with ThreadPoolExecutor(max_workers=_workers(), thread_name_prefix="ingest") as pool:
+        for source, outcome in _imap(pool, one_file, sources):
+            if isinstance(outcome, DicomFile):
+                dicom.append(source)
+                continue
+            if isinstance(outcome, str):
+                report.fail(source.label, outcome)
+            else:
+                writer.add(outcome)
+            step(source.label)
+        if dicom:
+            series, lone = group_dicom(dicom)
+            for source, outcome in _imap(pool, one_lone_dicom, lone):
+                if isinstance(outcome, str):
+                    report.fail(source.label, outcome)
+                elif not isinstance(outcome, DicomFile):
+                    writer.add(outcome)
+                step(source.label)
+            for group, result in _imap(pool, one_series, series):
+                if isinstance(result, str):
+                    for source in group:
+                        report.fail(source.label, result)
+                else:
+                    writer.add(result)
+                step(group[0].label, len(group))
+        writer.flush()
+    return report
+
+
+def _workers() -> int:
+    # A thread more than the cores hides file-system latency; the work is mostly GIL-free.
+    return max(2, min(8, (os.cpu_count() or 2) + 1))
+
+
+def _imap(
+    pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Sequence[T], window: int = 64
+) -> Iterator[tuple[T, R]]:
+    """``pool.map`` in order with at most ``window`` tasks in flight (bounded memory)."""
+    pending: deque[tuple[T, Future[R]]] = deque()
+    queue = iter(items)
+    for item in queue:
+        pending.append((item, pool.submit(fn, item)))
+        if len(pending) >= window:
+            break
+    while pending:
+        item, future = pending.popleft()
+        for nxt in queue:
+            pending.append((nxt, pool.submit(fn, nxt)))
+            break
+        yield item, future.result()
+
+
+def _guard(label: str, work: Callable[[], T]) -> T | str:
+    """Run one file's work; a failure becomes that file's reason, never an abort."""
+    try:
+        return work()
+    except MediaError as exc:
+        return exc.reason
+    except Exception as exc:  # one bad file must not stop the others
+        log.warning("ingest: unexpected error on %s", label, exc_info=True)
+        return str(exc) or type(exc).__name__
+
+
+# --- Uploads -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SavedUpload:
+    """An upload stored in the media folder. ``created``: this upload wrote the file."""
+
+    path: Path
+    filename: str
+    created: bool
+
+
+class UploadSink:
+    """Streams one upload into the media folder while hashing it.
+
+    Bytes go to a temporary file next to their final place; ``finish`` renames
+    it to ``media/<sha[:2]>/<sha><suffix>``. Past ``max_bytes`` the temporary
+    file is deleted and ``LoupeError(TOO_LARGE)`` raised.
+    """
+
+    def __init__(self, settings: Settings, filename: str, *, max_bytes: int) -> None:
+        self.settings = settings
+        self.filename = filename
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._digest = hashlib.sha256()
+        settings.media_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=settings.media_dir, prefix=".upload-")
+        self._tmp = Path(tmp)
+        self._handle: IO[bytes] | None = os.fdopen(fd, "wb")
+
+    def write(self, chunk: bytes) -> None:
+        if self._handle is None:
+            raise ValueError("write() after finish() or abort()")
+        self.size += len(chunk)
+        if self.size > self.max_bytes:
+            self.abort()
+            raise LoupeError(
+                ErrorCode.TOO_LARGE,
+                f"{self.filename!r} is larger than the upload limit of "
+                f"{_human_bytes(self.max_bytes)}",
+                filename=self.filename,
+                max_bytes=self.max_bytes,
+            )
+        self._digest.update(chunk)
+        self._handle.write(chunk)
+
+    def finish(self) -> SavedUpload:
+        if self._handle is None:
+            raise ValueError("finish() after finish() or abort()")
+        self._handle.close()
+        self._handle = None
+        dest = media_path(self.settings, self._digest.hexdigest(), self.filename)
+        if dest.exists():  # the same bytes were uploaded before
+            self._tmp.unlink(missing_ok=True)
+            return SavedUpload(dest, self.filename, created=False)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self._tmp, dest)
+        return SavedUpload(dest, self.filename, created=True)
+
+    def abort(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+        self._tmp.unlink(missing_ok=True)
+
+
+def _human_bytes(n: int) -> str:
+    if n < 1024:
+        return f"{n} bytes"
+    size = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        size /= 1024
+        if size < 1024 or unit == "TiB":
+            break
+    return f"{size:.1f} {unit}"
+
+
+def save_upload(
+    settings: Settings,
+    source: IO[bytes] | Iterable[bytes],
+    filename: str,
+    *,
+    max_bytes: int,
+    chunk_size: int = 1 << 20,
+) -> Path:
+    """Stream a file object or an iterable of chunks into the media folder; return its path.
+
+    Raises ``LoupeError(TOO_LARGE)`` (nothing left on disk) past ``max_bytes``.
+    """
+    return save_upload_info(
+        settings, source, filename, max_bytes=max_bytes, chunk_size=chunk_size
+    ).path
+
+
+def save_upload_info(
+    settings: Settings,
+    source: IO[bytes] | Iterable[bytes],
+    filename: str,
+    *,
+    max_bytes: int,
+    chunk_size: int = 1 << 20,
+) -> SavedUpload:
+    """Like :func:`save_upload`, also saying whether this call created the file."""
+    sink = UploadSink(settings, filename, max_bytes=max_bytes)
+    try:
+        if hasattr(source, "read"):
+            while chunk := source.read(chunk_size):
+                sink.write(chunk)
+        else:
+            for chunk in source:
+                sink.write(chunk)
+        return sink.finish()
+    except BaseException:
+        sink.abort()
+        raise
+
+
+def upload_folder_case(filename: str) -> str | None:
+    """The case of an upload named ``root/case/.../file`` (a browser folder upload)."""
+    parts = PurePosixPath(filename.replace("\\", "/")).parts
+    return parts[1] if len(parts) >= 3 else None
+
+
+def ingest_uploaded(
+    settings: Settings,
+    project_id: int,
+    uploads: Sequence[SavedUpload | tuple[Path, str]],
+    *,
+    case_pattern: str | None = None,
+    case_name: str | None = None,
+    user_id: int | None = None,
+) -> IngestReport:
+    """Import saved uploads; reports name each file by its original ``filename``.
+
+    ``item.filename`` is the original name (without folders). Files this upload
+    created that end up referenced by no item (failed, or already present from
+    elsewhere) are deleted again.
+    """
+    saved = [u if isinstance(u, SavedUpload) else SavedUpload(u[0], u[1], False) for u in uploads]
+    rule = case_rule(settings, project_id, case_pattern=case_pattern, case_name=case_name)
+    sources = [
+        Source(
+            u.path,
+            PurePosixPath(u.filename.replace("\\", "/")).name or u.path.name,
+            u.filename,
+            upload_folder_case(u.filename),
+        )
+        for u in saved
+    ]
+    writer = ItemWriter(settings, project_id, rule, user_id)
+    report = ingest_sources(settings, project_id, sources, rule=rule, writer=writer)
+    discard_unreferenced(settings, [u.path for u in saved if u.created], keep=writer.linked)
+    return report
+
+
+def discard_unreferenced(settings: Settings, paths: Iterable[Path], *, keep: set[str]) -> None:
+    """Delete media files no item points at (``keep``: paths known to be referenced)."""
+    candidates = [p for p in paths if str(p) not in keep]
+    if not candidates:
+        return
+    with session_scope(settings.db_url, write=False) as db:
+        used = set(db.scalars(select(Item.uri).where(Item.uri.in_([str(p) for p in candidates]))))
+    for path in candidates:
+        if str(path) not in used:
+            path.unlink(missing_ok=True)
+
+
+# --- Job -----------------------------------------------------------------------------
+
+
+@register_job_kind("ingest")
+def run_ingest_job(settings: Settings, ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+    """The ``ingest`` job: import server-side ``params['paths']`` into ``params['project_id']``.
+
+    Optional params: ``case_pattern``, ``case_name``, ``user_id``, ``copy``.
+    Reports progress through ``ctx.progress(fraction, message)`` and stops
+    between files when the job is cancelled; returns the report JSON.
+    """
+
+    def progress(done: int, total: int, label: str) -> None:
+        ctx.check_cancelled()
+        ctx.progress(done / total if total else 1.0, f"{done}/{total} {Path(label).name}")
+
+    report = ingest_paths(
+        settings,
+        int(params["project_id"]),
+        [str(p) for p in params["paths"]],
+        case_pattern=params.get("case_pattern"),
+        case_name=params.get("case_name"),
+        user_id=params.get("user_id"),
+        progress=progress,
+        copy=bool(params.get("copy", False)),
+    )
+    return report.to_json()
