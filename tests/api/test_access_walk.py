@@ -9,7 +9,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 
-from loupe.db.models import Base, Job
+from loupe.db.models import Base, Job, ModelVersion, Prediction
 
 SECRET_PROJECT = "Secret Ward 7"
 SECRET_FILE = "patient-secret-0042.png"
@@ -54,6 +54,7 @@ def _snapshot(db: Any) -> dict[str, Any]:
     snap["users_rows"] = db.execute(
         text("SELECT id, role, is_active, password_hash FROM users")
     ).all()
+    db.rollback()  # end the read: on SQLite this session would hold the write lock
     return snap
 
 
@@ -81,6 +82,26 @@ def _world(make_user: Any, make_project: Any, make_item: Any, db: Any, login: An
         finished_at=utcnow(),
     )
     db.add(job)
+    version = ModelVersion(
+        project_id=project.id,
+        number=1,
+        status="ready",
+        active=True,
+        members=["classic"],
+        metrics={"note": "secret-metrics"},
+    )
+    db.add(version)
+    db.flush()
+    db.add(
+        Prediction(
+            project_id=project.id,
+            item_id=item.id,
+            model_version_id=version.id,
+            label="monocyte",
+            confidence=0.9,
+            output={"probs": {"monocyte": 0.9}},
+        )
+    )
     db.commit()
     owner_client = login(owner)
     token_id = owner_client.post("/api/auth/tokens", json={"name": "secret-token"}).json()["id"]
@@ -91,6 +112,7 @@ def _world(make_user: Any, make_project: Any, make_item: Any, db: Any, login: An
         "job_id": job.id,
         "user_id": owner.id,
         "token_id": token_id,
+        "version_id": version.id,
     }
     return owner, viewer, stranger, ids
 
@@ -118,6 +140,7 @@ def _assert_no_leak(method: str, path: str, r: Any) -> None:
         "S-SECRET-CASE",
         "secret-job-message",
         "secret-token",
+        "secret-metrics",
     ):
         assert marker not in r.text, f"{method} {path} leaked {marker!r}: {r.text[:200]}"
 

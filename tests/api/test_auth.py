@@ -75,8 +75,12 @@ def test_tampered_cookie_is_rejected(client: TestClient, make_user: Any) -> None
     client.post("/api/auth/login", json={"email": user.email, "password": PASSWORD})
     value = client.cookies.get("loupe_session")
     assert value
-    client.cookies.set("loupe_session", value[:-2] + ("AA" if not value.endswith("AA") else "BB"))
-    assert client.get("/api/auth/me").status_code == 401
+    tampered = value[:-2] + ("AA" if not value.endswith("AA") else "BB")
+    client.cookies.clear()
+    r = client.get("/api/auth/me", headers={"Cookie": f"loupe_session={tampered}"})
+    assert r.status_code == 401
+    ok = client.get("/api/auth/me", headers={"Cookie": f"loupe_session={value}"})
+    assert ok.status_code == 200
 
 
 def test_api_token_works_without_csrf_and_can_be_revoked(

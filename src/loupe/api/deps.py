@@ -49,7 +49,8 @@ def get_session(request: Request, settings: SettingsDep) -> Iterator[Session]:
         session.close()
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": commit before the response is sent, not after it.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def optional_user(request: Request, db: SessionDep, settings: SettingsDep) -> User | None:
