@@ -1,0 +1,131 @@
+"""Combining ensemble members and triage: which items an expert should review, and why.
+
+Class reasons, first applicable in this order:
+
+- ``"disagreement"``: the members' argmax classes differ;
+- ``"low_confidence"``: they agree but the ensemble's max probability is
+  below ``threshold``;
+- ``"ambiguous_set"``: the conformal prediction set has more than one class.
+
+Uncertainty is the normalised entropy of the ensemble distribution,
+``H(p) / log(k)`` in ``[0, 1]`` (0: one class certain, 1: uniform);
+confidence is the ensemble's max probability.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from loupe.learn.metrics import MetricSpec, metric_step
+
+DISAGREEMENT = "disagreement"
+LOW_CONFIDENCE = "low_confidence"
+AMBIGUOUS_SET = "ambiguous_set"
+DEFAULT_THRESHOLD = 0.8
+
+
+def combine_members(member_probs: Sequence[NDArray[np.floating]]) -> NDArray[np.float32]:
+    """Mean of the members' ``(n, k)`` probability matrices, float32 ``(n, k)``."""
+    if not member_probs:
+        raise ValueError("member_probs is empty")
+    shapes = {np.shape(p) for p in member_probs}
+    if len(shapes) != 1:
+        raise ValueError(f"member_probs must share one shape, got {sorted(shapes)}")
+    out = np.array(member_probs[0], dtype=np.float32, copy=True)
+    for probs in member_probs[1:]:
+        out += np.asarray(probs, dtype=np.float32)
+    out /= np.float32(len(member_probs))
+    return out
+
+
+def confidence(probs: NDArray[np.floating]) -> NDArray[np.float32]:
+    """Max probability per row, float32 ``(n,)``."""
+    return np.asarray(probs, dtype=np.float32).max(axis=1)
+
+
+def uncertainty(probs: NDArray[np.floating]) -> NDArray[np.float32]:
+    """Normalised entropy ``-sum p log p / log k`` per row, float32 ``(n,)`` in ``[0, 1]``."""
+    p = np.asarray(probs, dtype=np.float32)
+    k = p.shape[1]
+    if k < 2:
+        return np.zeros(len(p), dtype=np.float32)
+    safe = np.clip(p, 1e-12, 1.0)
+    entropy = -(p * np.log(safe)).sum(axis=1)
+    return np.clip(entropy / np.float32(np.log(k)), 0.0, 1.0).astype(np.float32)
+
+
+def triage_classes(
+    member_probs: Sequence[NDArray[np.floating]],
+    ensemble_probs: NDArray[np.floating],
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    conformal_sets: NDArray[np.bool_] | None = None,
+) -> tuple[NDArray[np.bool_], list[str | None]]:
+    """Flag items for review: ``(flagged bool (n,), reason per item or None)``.
+
+    ``member_probs`` are the members' ``(n, k)`` probabilities, ``ensemble_probs``
+    their combination; ``conformal_sets`` an optional ``(n, k)`` boolean matrix
+    from :func:`loupe.learn.calibration.prediction_sets`.
+    """
+    ensemble = np.asarray(ensemble_probs)
+    n = len(ensemble)
+    votes = np.stack([np.asarray(p).argmax(axis=1) for p in member_probs])  # (members, n)
+    disagree = np.any(votes != votes[:1], axis=0)
+    low = ~disagree & (ensemble.max(axis=1) < threshold)
+    ambiguous = np.zeros(n, dtype=bool)
+    if conformal_sets is not None:
+        ambiguous = ~disagree & ~low & (np.asarray(conformal_sets).sum(axis=1) > 1)
+    codes = np.zeros(n, dtype=np.int8)
+    codes[disagree] = 1
+    codes[low] = 2
+    codes[ambiguous] = 3
+    names: list[str | None] = [None, DISAGREEMENT, LOW_CONFIDENCE, AMBIGUOUS_SET]
+    return codes > 0, [names[c] for c in codes.tolist()]
+
+
+def score_spread(
+    member_preds: Sequence[NDArray[np.floating]], metrics: Sequence[MetricSpec]
+) -> NDArray[np.float32]:
+    """``(max - min) / step`` across members per item and metric, float32 ``(n, m)``.
+
+    ``member_preds`` are ``(n, m)`` predictions in original units (snapped); a
+    metric without a step uses :func:`loupe.learn.metrics.metric_step`.
+    """
+    stacked = np.stack([np.asarray(p, dtype=np.float64) for p in member_preds])  # (r, n, m)
+    steps = np.array([metric_step(m) for m in metrics], dtype=np.float64)
+    return ((stacked.max(axis=0) - stacked.min(axis=0)) / steps).astype(np.float32)
+
+
+def triage_scores(
+    member_preds: Sequence[NDArray[np.floating]],
+    metrics: Sequence[MetricSpec],
+) -> tuple[NDArray[np.bool_], list[str | None]]:
+    """Flag items whose members differ by more than one step on any metric.
+
+    ``member_preds`` are ``(n, m)`` predictions in original units (snapped);
+    ``metrics`` the specs ``[{name, min, max, step}]`` (the steps, and names for
+    the reason). Returns ``(flagged (n,), reasons)`` where a reason reads
+    ``"members differ by more than one step on grade, size"``.
+    """
+    # tolerance so that exactly one step apart in float arithmetic is not "more than one"
+    too_far = score_spread(member_preds, metrics) > 1.0 + 1e-5
+    names = [str(m["name"]) for m in metrics]
+    flagged: NDArray[np.bool_] = np.any(too_far, axis=1)
+    reasons: list[str | None] = [None] * len(flagged)
+    for i in np.flatnonzero(flagged).tolist():
+        which = ", ".join(name for name, far in zip(names, too_far[i], strict=True) if far)
+        reasons[i] = f"members differ by more than one step on {which}"
+    return flagged, reasons
+
+
+def reason_counts(reasons: Sequence[str | None]) -> Mapping[str, Any]:
+    """``{reason: count}`` over flagged items, for summaries."""
+    counts: dict[str, int] = {}
+    for reason in reasons:
+        if reason is not None:
+            counts[reason] = counts.get(reason, 0) + 1
+    return counts
