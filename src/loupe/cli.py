@@ -268,5 +268,42 @@ def ingest(
     raise typer.Exit(3 if summary["failed"] else 0)
 
 
+@app.command()
+def train(
+    project: str,
+    mode: Annotated[str, typer.Option(help="frozen (heads on cached features) or finetune")] = (
+        "frozen"
+    ),
+    wait: Annotated[bool, typer.Option(help="Run here and wait (default) or only queue")] = True,
+) -> None:
+    """Train the project's ensemble on its human labels and draft every item."""
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from loupe.db.session import session_scope
+    from loupe.services import projects
+    from loupe.services import train as train_service
+
+    settings = _migrated_settings()
+    try:
+        with session_scope(settings.db_url, write=False) as db:
+            pid = projects.find_project(db, project).id
+        if not wait:
+            job = train_service.request_training(settings, pid, user_id=None, mode=mode)
+            typer.echo(f"queued job {job.id}")
+            return
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), disable=not sys.stderr.isatty()
+        ) as bar:
+            task_id = bar.add_task("training", total=1.0)
+
+            def _progress(fraction: float, message: str) -> None:
+                bar.update(task_id, completed=fraction, description=message[:60])
+
+            result = train_service.train_project(settings, pid, progress=_progress, mode=mode)
+    except LoupeError as exc:
+        raise _fail(exc) from exc
+    typer.echo(json.dumps(result, indent=1, default=str))
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

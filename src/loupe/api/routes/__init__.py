@@ -2,7 +2,18 @@
 
 from fastapi import APIRouter
 
-from loupe.api.routes import auth, cases, info, items, jobs, labels, projects, uploads, users
+from loupe.api.routes import (
+    auth,
+    cases,
+    info,
+    items,
+    jobs,
+    labels,
+    models,
+    projects,
+    uploads,
+    users,
+)
 
 ROUTERS: list[APIRouter] = [
     info.router,
@@ -14,4 +25,5 @@ ROUTERS: list[APIRouter] = [
     labels.router,
     uploads.router,
     jobs.router,
+    models.router,
 ]

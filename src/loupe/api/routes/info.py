@@ -27,6 +27,7 @@ class InfoPublic(BaseModel):
     database: str
     queue: str
     registries: dict[str, list[str]]
+    backbones: list[dict[str, Any]]
 
 
 class HealthPublic(BaseModel):
@@ -40,6 +41,13 @@ def info(settings: SettingsDep) -> InfoPublic:
     from loupe.services.jobs import load_job_kinds
 
     registries["job_kinds"] = sorted(load_job_kinds())
+    from loupe.features import available_backbones
+    from loupe.learn import CLASS_HEADS, SCORE_HEADS
+
+    backbones = available_backbones(weights_dir=settings.weights)
+    registries["backbones"] = [b["name"] for b in backbones]
+    registries["class_heads"] = sorted(CLASS_HEADS)
+    registries["score_heads"] = sorted(SCORE_HEADS)
     return InfoPublic(
         version=loupe.__version__,
         tasks=[t.value for t in Task],
@@ -51,6 +59,7 @@ def info(settings: SettingsDep) -> InfoPublic:
         database=settings.db_url.split(":", 1)[0].split("+", 1)[0],
         queue="redis" if (settings.queue_url or "").startswith("redis") else "sqlite",
         registries=registries,
+        backbones=backbones,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 from sqlalchemy import select
 
-from loupe.api.deps import AnnotatorProject, CurrentUser, SessionDep, ViewerProject
+from loupe.api.deps import AnnotatorProject, CurrentUser, SessionDep, SettingsDep, ViewerProject
 from loupe.api.routes.items import item_public
 from loupe.api.schemas.items import (
     BatchConflict,
@@ -17,9 +17,16 @@ from loupe.api.schemas.items import (
     LabelSet,
 )
 from loupe.db.models import User
-from loupe.services import item_query, labels
+from loupe.services import item_query, labels, train
+from loupe.settings import Settings
 
 router = APIRouter(prefix="/projects/{project_id}", tags=["labels"])
+
+
+def _after_human_labels(db: SessionDep, settings: Settings, project_id: int, user_id: int) -> None:
+    """Commit, then start a retraining when enough new labels arrived."""
+    db.commit()
+    train.maybe_autotrain(settings, project_id, user_id=user_id)
 
 
 @router.put("/items/{item_id}/label", response_model=ItemPublic)
@@ -29,6 +36,7 @@ def set_label(
     project: AnnotatorProject,
     user: CurrentUser,
     db: SessionDep,
+    settings: SettingsDep,
 ) -> ItemPublic:
     labels.set_label(
         db,
@@ -41,6 +49,7 @@ def set_label(
         expected_version=body.version,
         source="api",
     )
+    _after_human_labels(db, settings, project.id, user.id)
     return item_public(item_query.item_row(db, project, item_id))
 
 
@@ -58,7 +67,11 @@ def clear_label(
 
 @router.post("/labels/batch", response_model=LabelBatchResult)
 def batch_labels(
-    body: LabelBatch, project: AnnotatorProject, user: CurrentUser, db: SessionDep
+    body: LabelBatch,
+    project: AnnotatorProject,
+    user: CurrentUser,
+    db: SessionDep,
+    settings: SettingsDep,
 ) -> LabelBatchResult:
     value = None
     if body.kind and body.kind != "none":
@@ -74,6 +87,8 @@ def batch_labels(
         expected_versions=body.versions,
         source="batch",
     )
+    if result.applied:
+        _after_human_labels(db, settings, project.id, user.id)
     return LabelBatchResult(
         applied=result.applied,
         unchanged=result.unchanged,

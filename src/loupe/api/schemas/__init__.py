@@ -1,1 +1,3 @@
-"""Pydantic schemas, one module per resource (``XCreate``, ``XUpdate``, ``XPublic``, ``XsPublic``)."""
+"""Pydantic schemas, one module per resource.
+
+Each has ``XCreate``, ``XUpdate``, ``XPublic`` and ``XsPublic``."""

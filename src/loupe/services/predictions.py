@@ -1,0 +1,111 @@
+"""Reading model drafts and accepting them as human labels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from loupe.db.models import ModelVersion, Prediction, Project
+from loupe.errors import ErrorCode, LoupeError
+from loupe.services import labels
+from loupe.services.item_query import active_version_id
+
+
+def item_predictions(db: Session, project: Project, item_id: int) -> list[Prediction]:
+    """Every version's prediction for an item, newest version first."""
+    labels.get_item(db, project, item_id)
+    return list(
+        db.scalars(
+            select(Prediction)
+            .where(Prediction.item_id == item_id)
+            .order_by(Prediction.model_version_id.desc())
+        )
+    )
+
+
+def _value_of(project: Project, pred: Prediction) -> labels.LabelValue:
+    if project.task == "classify":
+        if pred.label is None:
+            raise LoupeError(ErrorCode.CONFLICT, f"item {pred.item_id}'s draft has no class")
+        return labels.LabelValue(kind="class", label=pred.label)
+    scores = (pred.output or {}).get("scores")
+    if not scores:
+        raise LoupeError(ErrorCode.CONFLICT, f"item {pred.item_id}'s draft has no scores")
+    return labels.LabelValue(kind="scores", scores=dict(scores))
+
+
+def accept(
+    db: Session,
+    project: Project,
+    item_ids: Sequence[int],
+    *,
+    user_id: int,
+    version_id: int | None = None,
+    expected_versions: dict[int, int] | None = None,
+) -> labels.BatchResult:
+    """Make the drafts of ``version_id`` (default: the active one) the human labels.
+
+    The expert confirms the draft, so the label's origin is human and its
+    audit source is 'accept'. Items without a draft are reported as conflicts.
+    """
+    vid = version_id or active_version_id(db, project.id)
+    if vid is None:
+        raise LoupeError(ErrorCode.CONFLICT, "no active model version: train one first")
+    version = db.get(ModelVersion, vid)
+    if version is None or version.project_id != project.id:
+        raise LoupeError(ErrorCode.NOT_FOUND, f"model version {vid} not found")
+    preds = {
+        p.item_id: p
+        for p in db.scalars(
+            select(Prediction).where(
+                Prediction.model_version_id == vid, Prediction.item_id.in_(list(item_ids))
+            )
+        )
+    }
+    result = labels.BatchResult()
+    expected_versions = expected_versions or {}
+    for item_id in dict.fromkeys(item_ids):
+        labels.get_item(db, project, item_id)
+        pred = preds.get(item_id)
+        if pred is None:
+            result.conflicts.append(
+                {"item_id": item_id, "code": "no_draft", "message": "no draft for this item"}
+            )
+            continue
+        try:
+            with db.begin_nested():
+                ann = labels.set_label(
+                    db,
+                    project,
+                    item_id,
+                    _value_of(project, pred),
+                    user_id=user_id,
+                    expected_version=expected_versions.get(item_id),
+                    source="accept",
+                )
+        except LoupeError as exc:
+            if exc.code not in (ErrorCode.STALE_VERSION, ErrorCode.CONFLICT):
+                raise
+            result.conflicts.append(
+                {"item_id": item_id, "code": exc.code.value, "message": exc.message}
+            )
+            continue
+        result.applied.append(item_id)
+        result.versions[item_id] = ann.version
+    return result
+
+
+def prediction_dict(pred: Prediction) -> dict[str, Any]:
+    return {
+        "model_version_id": pred.model_version_id,
+        "label": pred.label,
+        "confidence": pred.confidence,
+        "uncertainty": pred.uncertainty,
+        "flagged": pred.flagged,
+        "flag_reason": pred.flag_reason,
+        "output": pred.output,
+        "members": pred.members,
+    }

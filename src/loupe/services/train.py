@@ -1,0 +1,307 @@
+"""Training as a job: features for every ensemble member, heads fitted on the
+human labels, a new ModelVersion, predictions for every item, then activation.
+
+Only a finished version becomes active; a failed or killed training leaves the
+previous model in force. Predictions are written to ``predictions``, never to
+annotations.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from loupe.db.models import Annotation, AnnotationEvent, Item, Job, ModelVersion, Project
+from loupe.db.session import session_scope
+from loupe.db.types import utcnow
+from loupe.errors import ErrorCode, LoupeError
+from loupe.services.jobs import JobContext, register_job_kind, submit
+from loupe.settings import Settings
+
+log = logging.getLogger(__name__)
+MIN_PER_CLASS = 2
+TRAIN_KIND = "train"
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class TrainingData:
+    project_id: int
+    task: str
+    schema: dict[str, Any]
+    settings: dict[str, Any]
+    items: list[tuple[int, str | list[str]]]  # (item id, path or DICOM file list)
+    labels: dict[int, Any]  # item id -> class name or {metric: score}
+
+
+def load_training_data(db: Session, project_id: int) -> TrainingData:
+    project = db.get(Project, project_id)
+    if project is None:
+        raise LoupeError(ErrorCode.NOT_FOUND, f"project {project_id} not found")
+    if project.task not in ("classify", "score"):
+        raise LoupeError(
+            ErrorCode.INVALID, f"{project.task} projects are trained by their own trainer"
+        )
+    rows = db.execute(
+        select(Item.id, Item.uri, Item.files)
+        .where(Item.project_id == project_id, Item.status != "error")
+        .order_by(Item.id)
+    ).all()
+    items = [(i, files if files else uri) for i, uri, files in rows]
+    kind = "class" if project.task == "classify" else "scores"
+    labels: dict[int, Any] = {}
+    for item_id, label, scores in db.execute(
+        select(Annotation.item_id, Annotation.label, Annotation.scores).where(
+            Annotation.project_id == project_id,
+            Annotation.kind == kind,
+            Annotation.origin == "human",
+        )
+    ):
+        labels[item_id] = label if kind == "class" else scores
+    return TrainingData(
+        project_id=project.id,
+        task=project.task,
+        schema=dict(project.schema),
+        settings=dict(project.settings),
+        items=items,
+        labels=labels,
+    )
+
+
+def check_trainable(data: TrainingData) -> None:
+    """Raise a clear 422 when the labels cannot train a model yet."""
+    if data.task == "classify":
+        counts: dict[str, int] = {}
+        for label in data.labels.values():
+            counts[label] = counts.get(label, 0) + 1
+        ready = [c for c, n in counts.items() if n >= MIN_PER_CLASS]
+        if len(ready) < 2:
+            raise LoupeError(
+                ErrorCode.INVALID,
+                f"training needs at least {MIN_PER_CLASS} human labels in each of at least two "
+                f"classes; have {counts or 'none'}",
+            )
+    elif len(data.labels) < 3:
+        raise LoupeError(
+            ErrorCode.INVALID,
+            f"training needs at least 3 scored items; have {len(data.labels)}",
+        )
+
+
+def request_training(
+    settings: Settings, project_id: int, *, user_id: int | None, mode: str = "frozen"
+) -> Job:
+    """Submit a training job (409 when one is already queued or running)."""
+    if mode not in ("frozen", "finetune"):
+        raise LoupeError(ErrorCode.INVALID, f"mode {mode!r}: use frozen or finetune")
+    with session_scope(settings.db_url, write=False) as db:
+        check_trainable(load_training_data(db, project_id))
+    return submit(
+        settings,
+        kind=TRAIN_KIND,
+        project_id=project_id,
+        params={"project_id": project_id, "mode": mode},
+        user_id=user_id,
+        exclusive=True,
+    )
+
+
+@register_job_kind(TRAIN_KIND, exclusive=True)
+def run_train_job(settings: Settings, ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+    def progress(fraction: float, message: str) -> None:
+        ctx.check_cancelled()
+        ctx.progress(fraction, message)
+
+    return train_project(
+        settings,
+        int(params["project_id"]),
+        progress=progress,
+        job_id=ctx.job_id,
+        mode=str(params.get("mode", "frozen")),
+    )
+
+
+def _new_version(settings: Settings, data: TrainingData, *, job_id: int | None, mode: str) -> int:
+    members = list(data.settings.get("ensemble") or ["effnet-lite0", "mobilenet_v2"])
+    with session_scope(settings.db_url) as db:
+        number = (
+            db.scalar(
+                select(func.max(ModelVersion.number)).where(
+                    ModelVersion.project_id == data.project_id
+                )
+            )
+            or 0
+        ) + 1
+        version = ModelVersion(
+            project_id=data.project_id,
+            number=number,
+            status="training",
+            kind=mode,
+            members=members,
+            job_id=job_id,
+        )
+        db.add(version)
+        db.flush()
+        return version.id
+
+
+def _fail_version(settings: Settings, version_id: int, reason: str) -> None:
+    with session_scope(settings.db_url) as db:
+        db.execute(
+            update(ModelVersion)
+            .where(ModelVersion.id == version_id)
+            .values(status="failed", finished_at=utcnow(), params={"error": reason})
+        )
+
+
+def train_project(
+    settings: Settings,
+    project_id: int,
+    *,
+    progress: Progress | None = None,
+    job_id: int | None = None,
+    mode: str = "frozen",
+) -> dict[str, Any]:
+    """Train, predict every item and activate the new version; return a summary."""
+    from loupe.services.train_steps import fit_and_predict, write_predictions
+
+    report = progress or (lambda _f, _m: None)
+    with session_scope(settings.db_url, write=False) as db:
+        data = load_training_data(db, project_id)
+    check_trainable(data)
+    version_id = _new_version(settings, data, job_id=job_id, mode=mode)
+    try:
+        outcome = fit_and_predict(settings, data, version_id, mode=mode, report=report)
+        report(0.9, "writing predictions")
+        write_predictions(settings, data.project_id, version_id, outcome.predictions)
+        artifact = _save_artifact(settings, data.project_id, version_id, outcome.state)
+        _activate(settings, data.project_id, version_id, outcome, artifact)
+    except BaseException as exc:
+        _fail_version(settings, version_id, f"{type(exc).__name__}: {exc}")
+        raise
+    report(1.0, "done")
+    return {
+        "model_version_id": version_id,
+        "labelled": len(outcome.trained_on_ids),
+        "predicted": len(outcome.predictions),
+        "unreadable": len(outcome.errors),
+        "metrics": outcome.metrics.get("ensemble", {}),
+    }
+
+
+def _save_artifact(
+    settings: Settings, project_id: int, version_id: int, state: dict[str, Any]
+) -> Path:
+    folder = settings.models_dir / str(project_id) / str(version_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
+    meta = {k: v for k, v in state.items() if not isinstance(v, np.ndarray)}
+    np.savez(folder / "heads.npz", allow_pickle=False, **arrays)
+    (folder / "heads.json").write_text(json.dumps(meta, indent=1, default=float))
+    return folder
+
+
+def _activate(
+    settings: Settings,
+    project_id: int,
+    version_id: int,
+    outcome: Any,
+    artifact: Path,
+) -> None:
+    with session_scope(settings.db_url) as db:
+        db.execute(
+            update(ModelVersion)
+            .where(ModelVersion.project_id == project_id, ModelVersion.active.is_(True))
+            .values(active=False)
+        )
+        db.execute(
+            update(ModelVersion)
+            .where(ModelVersion.id == version_id)
+            .values(
+                status="ready",
+                active=True,
+                finished_at=utcnow(),
+                metrics=outcome.metrics,
+                calibration=outcome.calibration,
+                params=outcome.params,
+                trained_on={
+                    "items": len(outcome.trained_on_ids),
+                    "label_counts": outcome.label_counts,
+                    "item_ids_sha256": outcome.trained_on_digest,
+                },
+                artifact_path=str(artifact),
+            )
+        )
+
+
+def activate_version(db: Session, project: Project, version_id: int) -> ModelVersion:
+    """Make an older (or newer) finished version the active one (rollback)."""
+    version = db.get(ModelVersion, version_id)
+    if version is None or version.project_id != project.id:
+        raise LoupeError(ErrorCode.NOT_FOUND, f"model version {version_id} not found")
+    if version.status != "ready":
+        raise LoupeError(
+            ErrorCode.CONFLICT, f"version {version.number} is {version.status}, not ready"
+        )
+    db.execute(
+        update(ModelVersion)
+        .where(ModelVersion.project_id == project.id, ModelVersion.active.is_(True))
+        .values(active=False)
+    )
+    version.active = True
+    db.flush()
+    return version
+
+
+def labels_since_last_version(db: Session, project_id: int) -> int:
+    """Human label changes since the newest version started training."""
+    since = db.scalar(
+        select(func.max(ModelVersion.created_at)).where(
+            ModelVersion.project_id == project_id, ModelVersion.status != "failed"
+        )
+    )
+    stmt = select(func.count(AnnotationEvent.id)).where(
+        AnnotationEvent.project_id == project_id,
+        AnnotationEvent.source.not_in(("model",)),
+    )
+    if since is not None:
+        stmt = stmt.where(AnnotationEvent.at > since)
+    return db.scalar(stmt) or 0
+
+
+def maybe_autotrain(settings: Settings, project_id: int, *, user_id: int | None) -> int | None:
+    """Start a training when ``retrain_every`` new human labels arrived; return the job id.
+
+    Call it after the labels are committed. Quiet when training is not
+    possible yet or one is already queued or running.
+    """
+    with session_scope(settings.db_url, write=False) as db:
+        project = db.get(Project, project_id)
+        if project is None or project.task not in ("classify", "score"):
+            return None
+        every = int(project.settings.get("retrain_every") or 0)
+        if every <= 0 or labels_since_last_version(db, project_id) < every:
+            return None
+        busy = db.scalar(
+            select(Job.id).where(
+                Job.project_id == project_id,
+                Job.kind == TRAIN_KIND,
+                Job.status.in_(("queued", "running")),
+            )
+        )
+        if busy is not None:
+            return None
+    try:
+        return request_training(settings, project_id, user_id=user_id).id
+    except LoupeError as exc:
+        if exc.code in (ErrorCode.INVALID, ErrorCode.BUSY):
+            return None
+        raise
