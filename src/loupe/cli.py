@@ -96,6 +96,9 @@ def demo(
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Only prepare the data")] = False,
 ) -> None:
     """Prepare the demo (admin account, demo projects with real images) and serve it."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     os.environ["LOUPE_DEMO"] = "1"
     os.environ.setdefault("LOUPE_HOME", "./loupe-demo")
     from loupe.settings import get_settings

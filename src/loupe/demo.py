@@ -9,6 +9,7 @@ no download (the demo runs offline) and look like what Loupe is for.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from loupe.db.models import Project
 from loupe.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,8 @@ SOURCES = {
     "Texture": ("gravel", None),
 }
 TILE = 128
+TRUTH_FILE = "truth.json"  # the class each tile was cut from (hidden from the app)
+SEED_LABELS_PER_CLASS = 5
 
 
 def _tiles(image: np.ndarray, *, tile: int, stride: int) -> list[np.ndarray]:
@@ -55,6 +59,7 @@ def build_demo_images(root: Path, *, per_class: int = 48) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(7)
     serial = 0
+    truth: dict[str, str] = {}
     for ci, (cls, (name, region)) in enumerate(SOURCES.items()):
         image = np.asarray(getattr(data, name)())
         if region is not None:
@@ -69,7 +74,9 @@ def build_demo_images(root: Path, *, per_class: int = 48) -> Path:
             folder.mkdir(exist_ok=True)
             name_ = f"{case}-20X_Image{serial:03d}_ch00.png"
             Image.fromarray(np.ascontiguousarray(tiles[idx])).save(folder / name_)
+            truth[name_] = cls
         log.info("demo: %d tiles of class %s (#%d)", len(picks), cls, ci)
+    (root / TRUTH_FILE).write_text(json.dumps(truth, indent=1))
     marker.write_text("ok")
     return root
 
@@ -78,7 +85,7 @@ def prepare_demo(settings: Settings) -> tuple[str, str]:
     """Create (once) the demo admin and projects; return the admin's e-mail and password."""
     from sqlalchemy import select
 
-    from loupe.db.models import Project, User
+    from loupe.db.models import User
     from loupe.db.session import session_scope
     from loupe.services import auth, projects
     from loupe.services.ingest import ingest_paths
@@ -134,4 +141,42 @@ def prepare_demo(settings: Settings) -> tuple[str, str]:
     for pid in ids.values():
         report = ingest_paths(settings, pid, [source], user_id=uid)
         log.info("demo project %d: %s", pid, report.to_json())
+    _seed_first_model(settings, ids[CLASSIFY_NAME], uid, source)
     return DEMO_EMAIL, password
+
+
+def _seed_first_model(settings: Settings, project_id: int, user_id: int, source: Path) -> None:
+    """Label a few tiles per class (as the demo admin) and train once, so the grid
+    opens with drafts and flags. Skipped when the project already has a model."""
+    from sqlalchemy import select
+
+    from loupe.db.models import Item, ModelVersion
+    from loupe.db.session import session_scope
+    from loupe.services.labels import LabelValue, set_label
+    from loupe.services.train import train_project
+
+    truth = json.loads((source / TRUTH_FILE).read_text())
+    with session_scope(settings.db_url) as db:
+        if db.scalar(select(ModelVersion.id).where(ModelVersion.project_id == project_id)):
+            return
+        project = db.get_one(Project, project_id)
+        done: dict[str, int] = {}
+        for item in db.scalars(select(Item).where(Item.project_id == project_id).order_by(Item.id)):
+            cls = truth.get(item.filename)
+            if cls is None or done.get(cls, 0) >= SEED_LABELS_PER_CLASS:
+                continue
+            set_label(
+                db,
+                project,
+                item.id,
+                LabelValue(kind="class", label=cls),
+                user_id=user_id,
+                source="demo",
+            )
+            done[cls] = done.get(cls, 0) + 1
+    log.info("demo: training the first model (features are computed once, then cached)")
+    train_project(
+        settings,
+        project_id,
+        progress=lambda f, m: log.info("demo training %3.0f%% %s", 100 * f, m),
+    )
