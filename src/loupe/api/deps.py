@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from loupe.db.models import Membership, Project, ProjectRole, User
-from loupe.db.session import session_factory
+from loupe.db.session import session_scope
 from loupe.errors import ErrorCode, LoupeError
 from loupe.services import auth
 from loupe.settings import Settings, get_settings
@@ -37,16 +37,8 @@ SettingsDep = Annotated[Settings, Depends(settings_dep)]
 
 def get_session(request: Request, settings: SettingsDep) -> Iterator[Session]:
     """One transaction per request: committed on success, rolled back on error."""
-    write = request.method not in SAFE_METHODS
-    session = session_factory(settings.db_url, write=write)()
-    try:
+    with session_scope(settings.db_url, write=request.method not in SAFE_METHODS) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 # scope="function": commit before the response is sent, not after it.
