@@ -223,7 +223,9 @@ def _read_strided(
         segment_rows, segment_cols = min(page.rowsperstrip, rows), cols
     # one segment is decoded whole, so it is what the pixel limit applies to here
     check_pixels(segment_rows, segment_cols, max_pixels, path=path)
-    for data, (sample, _, row0, col0, _), _ in page.segments(buffersize=1 << 24):
+    # 1 MiB of compressed input at a time keeps the peak small (threaded decoding
+    # in tifffile holds every decoded segment of a batch: no gain in memory terms).
+    for data, (sample, _, row0, col0, _), _ in page.segments(buffersize=1 << 20):
         if data is None:  # sparse file: missing tile reads as zeros
             continue
         segment = data[0]  # (rows, cols, contiguous samples)
