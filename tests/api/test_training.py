@@ -219,3 +219,25 @@ def test_score_project_drafts_are_snapped_to_the_step(trained_setup: Any, settin
         scores = i["draft"]["output"]["scores"]
         assert set(scores) == {"fibrosis", "atrophy"}
         assert all(0 <= s <= 4 and float(s).is_integer() for s in scores.values())
+
+
+def test_finetune_mode_compares_with_the_frozen_version_on_the_same_folds(
+    trained_setup: Any,
+) -> None:
+    _, project, c, truth, _ = trained_setup(members=["mobilenet_v2", "classic"], finetune_epochs=1)
+    _label(c, project.id, truth, per_class=3)
+    r = c.post(f"/api/projects/{project.id}/train", json={"mode": "finetune"})
+    assert r.status_code == 202, r.text
+    job = c.get(f"/api/jobs/{r.json()['id']}").json()
+    assert job["status"] == "done", job
+    v = c.get(f"/api/projects/{project.id}/versions").json()["data"][0]
+    assert v["kind"] == "finetune" and v["active"]
+    ft = v["metrics"]["finetune"]
+    assert ft["member"] == "mobilenet_v2" and ft["device"] in ("cpu", "cuda")
+    assert ft["compare"]["same_folds"] is True
+    assert "accuracy" in v["metrics"]["frozen_ensemble"]
+    items = c.get(f"/api/projects/{project.id}/items?limit=100").json()["data"]
+    assert all(i["draft"]["model_version_id"] == v["id"] for i in items)
+    assert all(i["draft"]["label"] in SOURCES for i in items)
+    pred = c.get(f"/api/projects/{project.id}/items/{items[0]['id']}/predictions").json()
+    assert "mobilenet_v2-finetuned" in pred["data"][0]["members"]

@@ -295,9 +295,11 @@ def _add_finetune(
     def builder() -> Any:
         return build_torch_model(member, weights_dir=settings.weights)
 
-    cv = finetune_cv(builder, images, y, class_names=names)
+    # Project settings may shorten the schedule (small data, CPU-only machines).
+    options = {"epochs": int(data.settings.get("finetune_epochs", 20)), "patience": 3}
+    cv = finetune_cv(builder, images, y, class_names=names, **options)
     report(0.85, "fine-tuning on all labels")
-    model = finetune(builder, images, y, n_classes=len(names))
+    model = finetune(builder, images, y, n_classes=len(names), **options)
     logits = []
     for start in range(0, len(ids), 256):
         chunk = np.stack([read_rgb(sources[i], size=size) for i in ids[start : start + 256]])
