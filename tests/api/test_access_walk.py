@@ -113,6 +113,9 @@ def _world(make_user: Any, make_project: Any, make_item: Any, db: Any, login: An
         "user_id": owner.id,
         "token_id": token_id,
         "version_id": version.id,
+        "level": 0,
+        "col": 0,
+        "row": 0,
     }
     return owner, viewer, stranger, ids
 

@@ -9,7 +9,6 @@ Set ``LOUPE_SCREENSHOTS=1`` to (re)write ``docs/screenshots/*.png``.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import os
 import secrets
 import socket
@@ -41,6 +40,8 @@ CHROMIUM_ARGS = [
 ]
 PASSWORD = "e2e correct horse battery"
 USERS = {"alice": "alice@example.org", "bob": "bob@example.org", "dave": "dave@example.org"}
+# Two small members train in seconds on a CPU: the hand-made features and MobileNetV2.
+FAST_ENSEMBLE = ("classic", "mobilenet_v2")
 
 
 def _free_port() -> int:
@@ -69,54 +70,34 @@ class LiveServer:
         c.headers["X-CSRF-Token"] = r.json()["csrf_token"]
         return c
 
-    def add_drafts(self, project_id: int, drafts: dict[int, dict[str, Any]]) -> int:
-        """Write an active model version with these predictions (item id -> fields).
-
-        Training does not exist yet; this stands in for it so the grid's drafts
-        and flags are tested against the real API.
-        """
-        from sqlalchemy import func, select, update
-
-        from loupe.db.models import ModelVersion, Prediction
-        from loupe.db.session import session_scope
-
-        with session_scope(self.db_url) as db:
-            number = (
-                db.scalar(
-                    select(func.max(ModelVersion.number)).where(
-                        ModelVersion.project_id == project_id
-                    )
-                )
-                or 0
-            ) + 1
-            db.execute(
-                update(ModelVersion)
-                .where(ModelVersion.project_id == project_id)
-                .values(active=False)
-            )
-            mv = ModelVersion(
-                project_id=project_id,
-                number=number,
-                status="ready",
-                active=True,
-                finished_at=dt.datetime.now(dt.UTC),
-            )
-            db.add(mv)
-            db.flush()
-            for item_id, d in drafts.items():
-                db.add(
-                    Prediction(
-                        project_id=project_id,
-                        item_id=item_id,
-                        model_version_id=mv.id,
-                        label=d.get("label"),
-                        confidence=d.get("confidence"),
-                        output=d.get("output", {}),
-                        flagged=d.get("flagged", False),
-                        flag_reason=d.get("flag_reason"),
-                    )
-                )
-            return mv.id
+    def train(
+        self,
+        project_id: int,
+        *,
+        who: str = "alice",
+        members: tuple[str, ...] = FAST_ENSEMBLE,
+        timeout: float = 120,
+    ) -> dict[str, Any]:
+        """Train through the API (real training: features, heads, drafts) and wait
+        for the job; returns the finished job. For tests whose subject is not training."""
+        api = self.client(who)
+        try:
+            api.patch(
+                f"/api/projects/{project_id}", json={"settings": {"ensemble": list(members)}}
+            ).raise_for_status()
+            r = api.post(f"/api/projects/{project_id}/train", json={"mode": "frozen"})
+            assert r.status_code == 202, r.text
+            job_id = r.json()["id"]
+            deadline = time.monotonic() + timeout
+            while True:
+                job = api.get(f"/api/jobs/{job_id}").json()
+                if job["status"] in ("done", "failed", "cancelled"):
+                    assert job["status"] == "done", job
+                    return dict(job)
+                assert time.monotonic() < deadline, f"training did not finish: {job}"
+                time.sleep(0.25)
+        finally:
+            api.close()
 
 
 def _cli(env: dict[str, str], *args: str, **extra_env: str) -> None:
@@ -220,7 +201,10 @@ def shot() -> Any:
             return
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.wait_for_timeout(300)  # let thumbnails and transitions settle
+        # Passing notifications are not part of the screen being documented.
+        page.add_style_tag(content=".toasts { visibility: hidden !important }")
         page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+        page.add_style_tag(content=".toasts { visibility: visible !important }")
 
     return _shot
 

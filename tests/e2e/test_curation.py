@@ -1,6 +1,7 @@
 """The classification flow in the browser: create a project, upload a folder of
-cases, see the model's drafts and flags, label with the keyboard, batch-label,
-correct with the dropdown, share the project, log out."""
+cases, label with the keyboard, train the ensemble from the UI and watch its
+progress, see drafts and flags, accept a draft, batch-label flagged items,
+retrain and see a new version with its charts, roll back, share, log out."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from playwright.sync_api import expect
 pytestmark = pytest.mark.e2e
 
 CLASSES = ["neutrophil", "lymphocyte", "monocyte"]
+TRAINING_S = 120_000  # ms; a training of 12 items takes a few seconds once torch is loaded
 
 
 def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -25,17 +27,31 @@ def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.1)
 
 
-def labels(client: Any, project_id: int) -> dict[int, str | None]:
-    """item id -> 'class:<name>' | 'unsure' | 'skip' | None."""
+def items(client: Any, project_id: int) -> list[dict[str, Any]]:
     r = client.get(f"/api/projects/{project_id}/items", params={"limit": 1000})
     r.raise_for_status()
+    return list(r.json()["data"])
+
+
+def labels(client: Any, project_id: int) -> dict[int, str | None]:
+    """item id -> 'class:<name>' | 'unsure' | 'skip' | None."""
     out: dict[int, str | None] = {}
-    for it in r.json()["data"]:
+    for it in items(client, project_id):
         a = it["annotation"]
         out[it["id"]] = (
             None if a is None else (f"class:{a['label']}" if a["kind"] == "class" else a["kind"])
         )
     return out
+
+
+def retrain(page: Any, *, see_progress: bool = True) -> None:
+    """Press Retrain, (see the live progress bar,) wait for the end of the training."""
+    page.get_by_role("button", name="Retrain").click()
+    if see_progress:  # the first training loads torch: long enough to watch
+        expect(page.get_by_role("progressbar", name="Training progress")).to_be_visible()
+    expect(page.get_by_role("button", name="Retrain")).to_be_enabled(timeout=TRAINING_S)
+    expect(page.get_by_role("progressbar", name="Training progress")).to_be_hidden()
+    expect(page.get_by_test_id("train-state")).to_have_text("Model trained")
 
 
 def test_curation_flow(page: Any, live_server: Any, folder: Any, shot: Any) -> None:
@@ -57,7 +73,7 @@ def test_curation_flow(page: Any, live_server: Any, folder: Any, shot: Any) -> N
     page.get_by_role("button", name="Add class").click()
     page.get_by_label("Class 3 name").fill(CLASSES[2])
     expect(page.get_by_label("Class 3 hotkey")).to_have_value("3")
-    shot(page, "02-new-project")
+    shot(page, "03-new-project")
     page.get_by_role("button", name="Create project").click()
     expect(page).to_have_url(re.compile(r"/projects/\d+$"))
     project_id = int(page.url.rsplit("/", 1)[1])
@@ -74,37 +90,14 @@ def test_curation_flow(page: Any, live_server: Any, folder: Any, shot: Any) -> N
     nav = page.get_by_role("navigation", name="Cases and filters")
     expect(nav.get_by_role("button", name=re.compile(r"^P-001"))).to_be_visible()
     expect(nav.get_by_role("button", name=re.compile(r"^P-002"))).to_be_visible()
+    shot(page, "04-upload-queue")
     page.get_by_role("button", name="Uploads 12/12").click()  # hide the queue again
     expect(queue).to_be_hidden()
+    expect(tiles.first).to_contain_text("no draft")
 
-    # The model's drafts (an active version) appear on the tiles, flags with reasons.
     api = live_server.client("alice")
     ids = sorted(labels(api, project_id))
     assert len(ids) == 12
-    flagged = [ids[i] for i in (2, 5, 8, 11)]
-    live_server.add_drafts(
-        project_id,
-        {
-            item_id: {
-                "label": CLASSES[i % 3],
-                "confidence": 0.52 + 0.04 * i,
-                "flagged": item_id in flagged,
-                "flag_reason": ("disagreement" if i % 2 else "low_confidence")
-                if item_id in flagged
-                else None,
-            }
-            for i, item_id in enumerate(ids)
-        },
-    )
-    page.reload()
-    expect(tiles).to_have_count(12)
-    expect(page.locator(".badge.flag")).to_have_count(4)
-    expect(page.locator(".badge.flag").first).to_contain_text(
-        re.compile("low confidence|models disagree")
-    )
-    expect(tiles.nth(1)).to_contain_text("lymphocyte")
-    expect(tiles.nth(1)).to_contain_text("56%")
-    shot(page, "03-grid-drafts")
 
     # Keyboard: 1, 2, 0, X label and move on; Z undoes the last one.
     tiles.nth(0).locator(".thumb").click()
@@ -128,26 +121,12 @@ def test_curation_flow(page: Any, live_server: Any, folder: Any, shot: Any) -> N
     dialog = page.get_by_role("dialog")
     expect(dialog).to_be_visible()
     expect(dialog.get_by_role("button", name=re.compile("monocyte"))).to_be_visible()
-    shot(page, "04-detail")
     page.keyboard.press("3")
     wait_until(lambda: labels(api, project_id)[ids[3]] == "class:monocyte")
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
 
-    # Batch curation: show the flagged items, select all, one key labels them all.
-    page.get_by_label("Status filter").select_option("flagged")
-    expect(tiles).to_have_count(4)
-    tiles.nth(0).locator(".thumb").click()
-    page.keyboard.press("Control+a")
-    expect(page.get_by_text("4 selected")).to_be_visible()
-    shot(page, "05-batch-flagged")
-    page.keyboard.press("2")
-    wait_until(lambda: all(labels(api, project_id)[i] == "class:lymphocyte" for i in flagged))
-    expect(page.locator(".tile .chip", has_text="lymphocyte")).to_have_count(4)
-
     # Shift-click a range and apply a class with the toolbar button.
-    page.get_by_label("Status filter").select_option("")
-    expect(tiles).to_have_count(12)
     tiles.nth(6).locator(".thumb").click()
     tiles.nth(8).locator(".thumb").click(modifiers=["Shift"])
     expect(page.get_by_text("3 selected")).to_be_visible()
@@ -165,13 +144,102 @@ def test_curation_flow(page: Any, live_server: Any, folder: Any, shot: Any) -> N
     expect(page.get_by_text("2 selected")).to_be_visible()
     page.keyboard.press("3")
     wait_until(lambda: all(labels(api, project_id)[i] == "class:monocyte" for i in ids[9:11]))
-
-    # The dropdown on a tile corrects one label.
     page.keyboard.press("Escape")
+
+    # Too few labels of a class is explained by the server's message... not here:
+    # two classes have >= 2 labels. The owner picks a fast ensemble and a strict
+    # confidence threshold (so that drafts get flagged) in the settings panel.
+    page.get_by_role("button", name="Settings").click()
+    settings = page.get_by_role("dialog", name="Model settings")
+    settings.get_by_label("Ensemble member effnet-lite0").uncheck()
+    settings.get_by_label("Ensemble member classic").check()
+    settings.get_by_label("Ensemble member mobilenet_v2").check()
+    settings.get_by_label("Confidence threshold").fill("0.97")
+    settings.get_by_label("Retrain every").fill("0")
+    shot(page, "08-settings")
+    settings.get_by_role("button", name="Save settings").click()
+    expect(settings).to_be_hidden()
+    saved = api.get(f"/api/projects/{project_id}").json()["settings"]
+    assert sorted(saved["ensemble"]) == ["classic", "mobilenet_v2"]
+    assert saved["confidence_threshold"] == 0.97 and saved["retrain_every"] == 0
+
+    # Retrain: live progress, then the grid shows the drafts with confidences and flags.
+    retrain(page)
+    expect(page.get_by_text("Training finished: the drafts are updated")).to_be_visible()
+    expect(tiles.nth(1).get_by_test_id("draft-confidence")).to_have_text(re.compile(r"^\d+%$"))
+    expect(page.get_by_text("no draft")).to_have_count(0)
+    drafted = items(api, project_id)
+    assert all(it["draft"] is not None for it in drafted)
+    flagged = [it["id"] for it in drafted if it["draft"]["flagged"]]
+    assert flagged, "a 0.97 threshold on 12 items flags some drafts"
+    expect(page.locator(".badge.flag").first).to_be_visible()
+    shot(page, "05-grid-drafts")
+
+    # The detail view shows each member's prediction.
+    tiles.nth(5).locator(".thumb").click()
+    page.keyboard.press("Enter")
+    members = page.get_by_role("table", name="Predictions per ensemble member")
+    expect(members).to_contain_text("classic")
+    expect(members).to_contain_text("mobilenet_v2")
+    shot(page, "06-detail")
+    page.keyboard.press("Escape")
+
+    # A accepts the focused tile's draft as its label.
+    draft_of_5 = next(it["draft"]["label"] for it in drafted if it["id"] == ids[5])
+    tiles.nth(5).locator(".thumb").click()
+    page.keyboard.press("a")
+    wait_until(lambda: labels(api, project_id)[ids[5]] == f"class:{draft_of_5}")
+    expect(tiles.nth(5).locator(".chip")).to_have_text(draft_of_5)
+
+    # Batch curation: show the flagged items, select all, one key labels them all.
+    page.get_by_label("Status filter").select_option("flagged")
+    expect(tiles).to_have_count(len(flagged))
+    tiles.nth(0).locator(".thumb").click()
+    page.keyboard.press("Control+a")
+    expect(page.get_by_text(f"{len(flagged)} selected")).to_be_visible()
+    shot(page, "07-batch-flagged")
+    page.keyboard.press("2")
+    wait_until(lambda: all(labels(api, project_id)[i] == "class:lymphocyte" for i in flagged))
+    expect(page.locator(".tile .chip", has_text="lymphocyte")).to_have_count(len(flagged))
+    page.get_by_label("Status filter").select_option("")
+    expect(tiles).to_have_count(12)
+
+    # The dropdown on a tile corrects one label; a range gets another class.
     tiles.nth(11).get_by_role("combobox").select_option("class:neutrophil")
     wait_until(lambda: labels(api, project_id)[ids[11]] == "class:neutrophil")
+    tiles.nth(0).locator(".thumb").click()
+    tiles.nth(2).locator(".thumb").click(modifiers=["Shift"])
+    page.keyboard.press("1")
+    wait_until(lambda: all(labels(api, project_id)[i] == "class:neutrophil" for i in ids[:3]))
+    page.keyboard.press("Escape")
+
+    # Retrain with the new labels, then the Models page lists both versions.
+    retrain(page, see_progress=False)
+    wait_until(lambda: api.get(f"/api/projects/{project_id}/versions").json()["count"] == 2)
+    page.get_by_role("link", name="Models").click()
+    versions = page.get_by_role("table", name="Model versions")
+    expect(versions.locator("tbody tr")).to_have_count(2)
+    expect(versions.locator("tr[data-version='2']")).to_contain_text("active")
+    expect(versions.locator("tr[data-version='2']")).to_contain_text("classic")
+    expect(page.get_by_role("img", name="Accuracy per version (cross-validated)")).to_be_visible()
+    expect(page.get_by_role("img", name="Recall per class")).to_be_visible()
+    expect(page.get_by_role("img", name=re.compile("Confusion matrix"))).to_be_visible()
+    expect(page.get_by_role("img", name=re.compile("Calibration error"))).to_be_visible()
+    expect(page.get_by_role("img", name="Ensemble vs members")).to_be_visible()
+    shot(page, "09-models")
+
+    # Roll back to version 1: it becomes the active model and drafts come from it.
+    page.get_by_role("button", name="Roll back to version 1").click()
+    expect(versions.locator("tr[data-version='1']")).to_contain_text("active")
+    expect(versions.locator("tr[data-version='2']")).not_to_contain_text("active")
+    v1 = next(
+        v for v in api.get(f"/api/projects/{project_id}/versions").json()["data"] if v["active"]
+    )
+    assert v1["number"] == 1
+    assert all(it["draft"]["model_version_id"] == v1["id"] for it in items(api, project_id))
 
     # A case filter shows only that case's items.
+    page.get_by_role("link", name="Blood cells E2E").click()
     nav.get_by_role("button", name=re.compile(r"^P-002")).click()
     expect(tiles).to_have_count(6)
     expect(page).to_have_url(re.compile(r"case=\d+"))
@@ -181,21 +249,53 @@ def test_curation_flow(page: Any, live_server: Any, folder: Any, shot: Any) -> N
     page.get_by_label("Add a user by email").fill(live_server.users["dave"])
     page.get_by_label("Role of the new member").select_option("annotator")
     page.get_by_role("button", name="Add member").click()
-    members = page.get_by_role("table", name="Members")
-    expect(members).to_contain_text("dave@example.org")
+    members_table = page.get_by_role("table", name="Members")
+    expect(members_table).to_contain_text("dave@example.org")
     expect(page.get_by_label("Role of dave@example.org")).to_have_value("annotator")
-    shot(page, "06-members")
+    shot(page, "12-members")
 
     # An API error shows the server's message.
     page.get_by_label("Add a user by email").fill("nobody@example.org")
     page.get_by_role("button", name="Add member").click()
     expect(page.get_by_role("alert")).to_contain_text("nobody@example.org")
 
-    # A big image opens in the zoomable viewer (OpenSeadragon).
+    # The projects page lists the project with its progress.
+    page.get_by_role("link", name="Projects", exact=True).first.click()
+    expect(page.get_by_role("link", name="Blood cells E2E")).to_be_visible()
+    shot(page, "02-projects")
+
+    # An image opens in the zoomable viewer (OpenSeadragon), from DeepZoom tiles
+    # when the server serves them.
+    tiles_served = any(p.endswith("/dzi") for p in api.get("/api/openapi.json").json()["paths"])
+    tile_requests: list[str] = []
+    page.on("request", lambda r: "/tiles/" in r.url and tile_requests.append(r.url))
     page.goto(f"/projects/{project_id}/items/{ids[0]}/view")
     expect(page.get_by_role("img", name=re.compile("Zoomable image"))).to_be_visible()
     expect(page.locator(".openseadragon-canvas canvas").first).to_be_visible()
+    if tiles_served:
+        expect(page.locator(".viewer")).to_have_attribute("data-tiled", "yes")
+        wait_until(lambda: bool(tile_requests))
 
     page.get_by_role("button", name="Log out").click()
     expect(page).to_have_url(re.compile(r"/login"))
+    api.close()
+
+
+def test_training_errors_are_shown(
+    page: Any, live_server: Any, ui_login: Any, upload: Any, folder: Any
+) -> None:
+    api = live_server.client("alice")
+    r = api.post(
+        "/api/projects",
+        json={
+            "name": "Too few labels",
+            "task": "classify",
+            "schema": {"classes": [{"name": "a"}, {"name": "b"}]},
+        },
+    )
+    pid = r.json()["id"]
+    upload(api, pid, sorted((folder / "P-001").glob("*.png"))[:2])
+    ui_login(page, "alice", path=f"/projects/{pid}")
+    page.get_by_role("button", name="Retrain").click()
+    expect(page.get_by_role("alert")).to_contain_text("at least 2 human labels")
     api.close()

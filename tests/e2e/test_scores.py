@@ -3,6 +3,7 @@ else is merged (different metrics) or resolved by the user (same metric)."""
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Any
@@ -48,20 +49,25 @@ def test_score_panel_autosave_and_conflicts(
     )
     r.raise_for_status()
     pid = r.json()["id"]
-    files = sorted((folder / "P-001").glob("*.png"))[:4]
+    files = sorted((folder / "P-001").glob("*.png"))
     ids = upload(api, pid, files, case="S-17")
-    live_server.add_drafts(
-        pid,
-        {
-            i: {"confidence": 0.8, "output": {"scores": {"fibrosis": 2.2, "inflammation": 1.4}}}
-            for i in ids
-        },
-    )
+    # Three items scored elsewhere train a real model; the first three stay unscored.
+    for k, item_id in enumerate(ids[3:]):
+        api.put(
+            f"/api/projects/{pid}/items/{item_id}/label",
+            json={
+                "kind": "scores",
+                "scores": {"fibrosis": k, "inflammation": 0.5 * k},
+                "version": 0,
+            },
+        ).raise_for_status()
+    live_server.train(pid)
+    draft = api.get(f"/api/projects/{pid}/items/{ids[1]}").json()["draft"]["output"]["scores"]
 
     ui_login(page, "alice", path=f"/projects/{pid}")
     panel = page.get_by_role("region", name=files[0].name)
     expect(panel).to_be_visible()
-    expect(panel.get_by_text("model 2.2")).to_be_visible()
+    expect(panel.get_by_text(re.compile(r"model \d"))).to_have_count(2)
     state = page.get_by_test_id("save-state")
 
     # Typing a score saves it: 'Saving…' then 'Saved'.
@@ -88,7 +94,7 @@ def test_score_panel_autosave_and_conflicts(
     choice = panel.get_by_role("group", name="Resolve fibrosis")
     expect(choice).to_be_visible()
     expect(choice.get_by_role("button", name="Keep theirs (1)")).to_be_visible()
-    shot(page, "07-score-conflict")
+    shot(page, "11-score-conflict")
     choice.get_by_role("button", name="Keep mine (4)").click()
     wait_scores(api, pid, ids[0], {"fibrosis": 4, "inflammation": 1.5})
     expect(state).to_have_text("Saved")
@@ -98,7 +104,7 @@ def test_score_panel_autosave_and_conflicts(
     page.keyboard.press("ArrowRight")
     panel = page.get_by_role("region", name=files[1].name)
     panel.get_by_role("button", name="Use the model's fibrosis").click()
-    wait_scores(api, pid, ids[1], {"fibrosis": 2})
+    wait_scores(api, pid, ids[1], {"fibrosis": draft["fibrosis"]})
     expect(page.get_by_test_id("save-state")).to_have_text("Saved")
-    shot(page, "08-score-panel")
+    shot(page, "10-score-panel")
     api.close()

@@ -139,6 +139,8 @@ class Item(Base):
     __table_args__ = (
         UniqueConstraint("project_id", "sha256"),
         Index("ix_items_project_case", "project_id", "case_id"),
+        # Keyset paging (ORDER BY id within a project) without a sort.
+        Index("ix_items_project_id", "project_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -958,6 +958,10 @@ export interface components {
             registries: {
                 [key: string]: string[];
             };
+            /** Backbones */
+            backbones: {
+                [key: string]: unknown;
+            }[];
         };
         /** IngestFailure */
         IngestFailure: {

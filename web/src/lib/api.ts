@@ -16,6 +16,8 @@ export type Member = Schemas['MemberPublic'];
 export type Info = Schemas['InfoPublic'];
 export type Job = Schemas['JobPublic'];
 export type UploadReport = Schemas['IngestReportPublic'];
+export type ModelVersion = Schemas['ModelVersionPublic'];
+export type Prediction = Schemas['PredictionPublic'];
 
 type Method = 'get' | 'post' | 'put' | 'patch' | 'delete';
 type Op<P extends keyof paths, M extends Method> = NonNullable<paths[P][M]>;
@@ -78,25 +80,10 @@ export class ApiError extends Error {
 }
 
 let csrfToken = '';
-let loggedInAt = 0;
 export function setCsrf(token: string): void {
   csrfToken = token;
-  loggedInAt = token ? Date.now() : 0;
 }
 
-/**
- * The server commits a request's transaction just after it has sent the answer
- * (FastAPI's default scope for dependencies with yield), so a request sent at
- * once after a write can miss it: a fresh session looks unknown (401) or a
- * label's new version looks ahead of the stored one (409 stale_version with
- * current_version below the version we send). Those are retried briefly.
- */
-function commitLag(err: ApiError, body: unknown): boolean {
-  if (err.status === 401) return Date.now() - loggedInAt < 2000;
-  if (err.code !== 'stale_version') return false;
-  const sent = (body as { version?: unknown } | undefined)?.version;
-  return typeof sent === 'number' && Number(err.detail.current_version) < sent;
-}
 export function csrf(): string {
   if (csrfToken) return csrfToken;
   const m = document.cookie.match(/(?:^|;\s*)loupe_csrf=([^;]+)/);
@@ -145,7 +132,6 @@ export async function send(
   url: string,
   init: { body?: BodyInit; json?: unknown; signal?: AbortSignal; noAuthRetry?: boolean } = {},
 ): Promise<Response> {
-  let lagRetries = 0;
   let relogged = false;
   for (;;) {
     const headers: Record<string, string> = { Accept: 'application/json' };
@@ -164,11 +150,6 @@ export async function send(
     }
     if (res.ok) return res;
     const err = await errorFrom(res);
-    if (lagRetries < 3 && commitLag(err, init.json)) {
-      lagRetries++;
-      await new Promise((r) => setTimeout(r, 150 * lagRetries));
-      continue;
-    }
     const lostSession = res.status === 401 || err.code === 'csrf_failed';
     if (lostSession && !init.noAuthRetry && onUnauthorized && !relogged) {
       relogged = true;
@@ -217,6 +198,50 @@ export function thumbnailUrl(projectId: number, itemId: number): string {
 }
 export function fileUrl(projectId: number, itemId: number): string {
   return `/api/projects/${projectId}/items/${itemId}/file`;
+}
+/** The DeepZoom descriptor of a 2-D item; its tiles are under `.../tiles/`. */
+export function dziUrl(projectId: number, itemId: number): string {
+  return `/api/projects/${projectId}/items/${itemId}/dzi`;
+}
+
+export const TERMINAL = new Set(['done', 'failed', 'cancelled']);
+
+/**
+ * Follow a job's progress (server-sent events): `onJob` gets every `progress`
+ * event and the final job at `end`, after which the stream is closed (an open
+ * EventSource would reconnect). Returns a function that stops following.
+ */
+export function followJob(jobId: number, onJob: (job: Job, ended: boolean) => void): () => void {
+  const source = new EventSource(`/api/jobs/${jobId}/events`);
+  let closed = false;
+  const close = () => {
+    closed = true;
+    source.close();
+  };
+  source.addEventListener('progress', (e) => {
+    if (!closed) onJob(JSON.parse((e as MessageEvent).data) as Job, false);
+  });
+  source.addEventListener('end', (e) => {
+    const data = JSON.parse((e as MessageEvent).data) as Job | null;
+    close();
+    if (data) onJob(data, true);
+    else onJob({ id: jobId, status: 'cancelled', progress: 0, message: 'the job is gone' } as Job, true);
+  });
+  source.onerror = () => {
+    // A dropped connection: ask once for the job's state, and keep following if it
+    // still runs (EventSource reconnects by itself).
+    if (closed) return;
+    void api
+      .get('/api/jobs/{job_id}', { path: { job_id: jobId } })
+      .then((job) => {
+        if (TERMINAL.has(job.status) && !closed) {
+          close();
+          onJob(job, true);
+        }
+      })
+      .catch(() => undefined);
+  };
+  return close;
 }
 
 /** Ask the user to log in again (for requests not made through `send`, e.g. XHR uploads). */

@@ -251,10 +251,10 @@ export class Grid {
     }
   }
 
-  private postBatch(todo: Item[], value: LabelValue | null) {
+  private async batch(todo: Item[], value: LabelValue | null): Promise<void> {
     const versions: Record<string, number> = {};
     for (const t of todo) versions[t.id] = t.version;
-    return api.post('/api/projects/{project_id}/labels/batch', {
+    const res = await api.post('/api/projects/{project_id}/labels/batch', {
       path: { project_id: this.projectId },
       body: {
         item_ids: todo.map((t) => t.id),
@@ -264,19 +264,6 @@ export class Grid {
         versions,
       },
     });
-  }
-
-  private async batch(todo: Item[], value: LabelValue | null): Promise<void> {
-    const res = await this.postBatch(todo, value);
-    if (res.conflicts.length) {
-      // A write made just before may not be committed yet (see commitLag in api.ts):
-      // try the conflicting items once more before reporting them.
-      await new Promise((r) => setTimeout(r, 300));
-      const again = new Set(res.conflicts.map((c) => c.item_id));
-      const retry = await this.postBatch(todo.filter((t) => again.has(t.id)), value);
-      Object.assign(res.versions, retry.versions);
-      res.conflicts = retry.conflicts;
-    }
     const now = new Date().toISOString();
     for (const t of todo) {
       const v = res.versions[String(t.id)];
@@ -307,6 +294,103 @@ export class Grid {
         `${res.conflicts.length} item(s) were changed by someone else meanwhile and kept their label: ${res.conflicts[0].message}`,
         'error',
       );
+    }
+  }
+
+  /**
+   * Accept the model's drafts of these items as their human labels (items without a
+   * draft are left alone). One item: POST .../accept with its version; more: the
+   * batch endpoint. Undo restores the labels from before.
+   */
+  accept(targets: Item[]): Promise<number> {
+    const ids = targets.filter((t) => t.draft).map((t) => t.id);
+    const run = this.chain.then(() => this.acceptNow(ids));
+    this.chain = run.catch(() => 0);
+    return run;
+  }
+
+  private async acceptNow(ids: number[]): Promise<number> {
+    const byId = new Map(this.items.map((i) => [i.id, i] as const));
+    const todo = ids.map((id) => byId.get(id)).filter((i): i is Item => !!i && !!i.draft);
+    if (!todo.length) {
+      toast('No model draft to accept here yet: train a model first.', 'error');
+      return 0;
+    }
+    const before = new Map(todo.map((t) => [t.id, t.annotation ?? null] as const));
+    try {
+      let applied = todo.length;
+      if (todo.length === 1) {
+        const t = todo[0];
+        const item = await api.post('/api/projects/{project_id}/items/{item_id}/accept', {
+          path: { project_id: this.projectId, item_id: t.id },
+          body: { version: t.version, model_version_id: t.draft!.model_version_id },
+        });
+        this.replace(item);
+      } else {
+        const versions: Record<string, number> = {};
+        for (const t of todo) versions[t.id] = t.version;
+        const res = await api.post('/api/projects/{project_id}/predictions/accept', {
+          path: { project_id: this.projectId },
+          body: { item_ids: todo.map((t) => t.id), versions },
+        });
+        applied = res.applied.length;
+        const changed = todo.filter((t) => res.versions[String(t.id)] !== undefined).map((t) => t.id);
+        const conflicted = res.conflicts.map((c) => c.item_id);
+        await this.refreshMany([...changed, ...conflicted]);
+        if (res.conflicts.length) {
+          toast(
+            `${res.conflicts.length} item(s) kept their label: ${res.conflicts[0].message}`,
+            'error',
+          );
+        }
+      }
+      this.undoStack.push({ what: `accept ${todo.length} draft(s)`, before });
+      return applied;
+    } catch (e) {
+      if (e instanceof ApiError && e.code === 'stale_version') {
+        for (const t of todo) await this.refreshItem(t.id);
+        toast(`${e.message}. The tile now shows the current label.`, 'error');
+      } else toast(messageOf(e), 'error');
+      return 0;
+    }
+  }
+
+  /** Re-read these items (after a batch change done on the server). */
+  async refreshMany(ids: number[]): Promise<void> {
+    const want = new Set(ids);
+    if (!want.size) return;
+    // The listing is cheaper than one request per item: re-read the pages that hold them.
+    const loaded = this.items.filter((i) => want.has(i.id));
+    if (loaded.length <= 5) {
+      await Promise.all(loaded.map((i) => this.refreshItem(i.id)));
+      return;
+    }
+    await this.reloadLoaded();
+  }
+
+  /**
+   * Re-read everything loaded (e.g. new drafts after a training) and keep the
+   * focus and the selection where they are.
+   */
+  async reloadLoaded(): Promise<void> {
+    const gen = this.generation;
+    const want = Math.min(1000, Math.max(PAGE, this.items.length));
+    try {
+      const page = await api.get('/api/projects/{project_id}/items', {
+        path: { project_id: this.projectId },
+        query: { ...this.filter, limit: want, count: true },
+      });
+      if (gen !== this.generation) return;
+      const focusedId = this.focused?.id;
+      this.items = page.data;
+      this.count = page.count ?? null;
+      this.nextAfter = page.next_after_id ?? null;
+      const i = focusedId === undefined ? -1 : this.indexOf(focusedId);
+      this.focus = i >= 0 ? i : Math.min(this.focus, Math.max(0, this.items.length - 1));
+      const present = new Set(this.items.map((x) => x.id));
+      this.selected = new Set([...this.selected].filter((id) => present.has(id)));
+    } catch (e) {
+      this.error = messageOf(e);
     }
   }
 

@@ -14,6 +14,7 @@ const ROUTES: [string, RegExp][] = [
   ['projects', /^\/$/],
   ['new-project', /^\/projects\/new$/],
   ['members', /^\/projects\/(?<id>\d+)\/members$/],
+  ['models', /^\/projects\/(?<id>\d+)\/models$/],
   ['viewer', /^\/projects\/(?<id>\d+)\/items\/(?<item>\d+)\/view$/],
   ['project', /^\/projects\/(?<id>\d+)$/],
 ];

@@ -11,6 +11,7 @@ from loupe.api.routes import (
     labels,
     models,
     projects,
+    tiles,
     uploads,
     users,
 )
@@ -26,4 +27,5 @@ ROUTERS: list[APIRouter] = [
     uploads.router,
     jobs.router,
     models.router,
+    tiles.router,
 ]

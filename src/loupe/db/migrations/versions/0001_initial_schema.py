@@ -191,6 +191,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("items", schema=None) as batch_op:
         batch_op.create_index("ix_items_project_case", ["project_id", "case_id"], unique=False)
+        batch_op.create_index("ix_items_project_id", ["project_id", "id"], unique=False)
 
     op.create_table(
         "model_versions",
@@ -372,6 +373,7 @@ def downgrade() -> None:
     op.drop_table("reports")
     op.drop_table("model_versions")
     with op.batch_alter_table("items", schema=None) as batch_op:
+        batch_op.drop_index("ix_items_project_id")
         batch_op.drop_index("ix_items_project_case")
 
     op.drop_table("items")
