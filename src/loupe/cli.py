@@ -308,5 +308,9 @@ def train(
     typer.echo(json.dumps(result, indent=1, default=str))
 
 
+from loupe.cli_exports import register as _register_exports  # noqa: E402
+
+_register_exports(app)
+
 if __name__ == "__main__":  # pragma: no cover
     app()

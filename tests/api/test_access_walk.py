@@ -21,6 +21,8 @@ PUBLIC = {
     ("GET", "/api/info"),
     ("GET", "/api/health"),
 }
+# Routes that take a signed URL instead of a session: 403 without the signature.
+SIGNED = {("GET", "/api/thumbs/{sha256}.jpg")}
 # Routes any logged-in user may call for themselves (they create or read only
 # the caller's own things).
 SELF_SERVICE = {
@@ -30,6 +32,7 @@ SELF_SERVICE = {
     ("DELETE", "/api/auth/tokens/{token_id}"),
     ("GET", "/api/projects"),
     ("POST", "/api/projects"),
+    ("GET", "/api/reports/mine"),
 }
 
 
@@ -103,6 +106,10 @@ def _world(make_user: Any, make_project: Any, make_item: Any, db: Any, login: An
         )
     )
     db.commit()
+    from loupe.services.reports import generate_case_report
+    from loupe.settings import get_settings
+
+    report = generate_case_report(get_settings(), project.id, case.id, owner.id)
     owner_client = login(owner)
     token_id = owner_client.post("/api/auth/tokens", json={"name": "secret-token"}).json()["id"]
     ids = {
@@ -113,6 +120,8 @@ def _world(make_user: Any, make_project: Any, make_item: Any, db: Any, login: An
         "user_id": owner.id,
         "token_id": token_id,
         "version_id": version.id,
+        "sha256": item.sha256,
+        "report_id": report.id,
         "level": 0,
         "col": 0,
         "row": 0,
@@ -160,6 +169,9 @@ def test_anonymous_gets_401_everywhere_but_public_routes(
             if (method, path) in PUBLIC:
                 continue
             r = _call(anon, method, _fill(path, ids))
+            if (method, path) in SIGNED:
+                assert r.status_code == 403, f"{path} without a signature -> {r.status_code}"
+                continue
             assert r.status_code == 401, f"{method} {path} -> {r.status_code} {r.text[:200]}"
             _assert_no_leak(method, path, r)
     assert _snapshot(db) == before

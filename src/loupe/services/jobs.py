@@ -67,6 +67,7 @@ KIND_MODULES: list[str] = [
     "loupe.services.job_runner",  # selftest
     "loupe.services.ingest",  # ingest
     "loupe.services.train",  # train
+    "loupe.services.exports_zip",  # export
 ]
 
 # Worker-side names that live in job_runner, re-exported for existing imports.

@@ -296,10 +296,10 @@ def _add_finetune(
         return build_torch_model(member, weights_dir=settings.weights)
 
     # Project settings may shorten the schedule (small data, CPU-only machines).
-    options = {"epochs": int(data.settings.get("finetune_epochs", 20)), "patience": 3}
-    cv = finetune_cv(builder, images, y, class_names=names, **options)
+    epochs = int(data.settings.get("finetune_epochs", 20))
+    cv = finetune_cv(builder, images, y, class_names=names, epochs=epochs, patience=3)
     report(0.85, "fine-tuning on all labels")
-    model = finetune(builder, images, y, n_classes=len(names), **options)
+    model = finetune(builder, images, y, n_classes=len(names), epochs=epochs, patience=3)
     logits = []
     for start in range(0, len(ids), 256):
         chunk = np.stack([read_rgb(sources[i], size=size) for i in ids[start : start + 256]])

@@ -5,12 +5,15 @@ from fastapi import APIRouter
 from loupe.api.routes import (
     auth,
     cases,
+    exports,
     info,
     items,
     jobs,
     labels,
     models,
     projects,
+    reports,
+    thumbs,
     tiles,
     uploads,
     users,
@@ -28,4 +31,7 @@ ROUTERS: list[APIRouter] = [
     jobs.router,
     models.router,
     tiles.router,
+    thumbs.router,
+    exports.router,
+    reports.router,
 ]

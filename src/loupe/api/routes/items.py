@@ -8,14 +8,15 @@ from fastapi.responses import FileResponse, Response
 from loupe.api.deps import OwnerProject, SessionDep, SettingsDep, ViewerProject
 from loupe.api.schemas.common import Message
 from loupe.api.schemas.items import AnnotationPublic, DraftPublic, ItemPublic, ItemsPublic
-from loupe.services import item_query
+from loupe.services import item_query, signed_urls
 from loupe.services import items as item_files
 from loupe.services.labels import NONE_KIND, get_item
+from loupe.settings import Settings
 
 router = APIRouter(prefix="/projects/{project_id}/items", tags=["items"])
 
 
-def item_public(row: item_query.ItemRow) -> ItemPublic:
+def item_public(row: item_query.ItemRow, settings: Settings) -> ItemPublic:
     item, ann, pred = row.item, row.annotation, row.prediction
     annotation = None
     if ann is not None and ann.kind != NONE_KIND:
@@ -59,6 +60,7 @@ def item_public(row: item_query.ItemRow) -> ItemPublic:
         error=item.error,
         created_at=item.created_at,
         version=ann.version if ann is not None else 0,
+        thumbnail_url=signed_urls.thumbnail_url(settings.secret_key or "", item.sha256),
         annotation=annotation,
         draft=draft,
     )
@@ -68,6 +70,7 @@ def item_public(row: item_query.ItemRow) -> ItemPublic:
 def list_items(
     project: ViewerProject,
     db: SessionDep,
+    settings: SettingsDep,
     case_id: int | None = None,
     label: str | None = Query(None, description="a class name, 'unsure' or 'skip'"),
     status: str | None = Query(None, description="labelled|unlabelled|unsure|skip|error"),
@@ -91,12 +94,16 @@ def list_items(
         db, project, f, limit=limit, offset=offset, after_id=after_id, with_count=count
     )
     next_after = rows[-1].item.id if len(rows) == limit else None
-    return ItemsPublic(data=[item_public(r) for r in rows], count=total, next_after_id=next_after)
+    return ItemsPublic(
+        data=[item_public(r, settings) for r in rows], count=total, next_after_id=next_after
+    )
 
 
 @router.get("/{item_id}", response_model=ItemPublic)
-def get_item_detail(item_id: int, project: ViewerProject, db: SessionDep) -> ItemPublic:
-    return item_public(item_query.item_row(db, project, item_id))
+def get_item_detail(
+    item_id: int, project: ViewerProject, db: SessionDep, settings: SettingsDep
+) -> ItemPublic:
+    return item_public(item_query.item_row(db, project, item_id), settings)
 
 
 @router.get(

@@ -50,7 +50,7 @@ def set_label(
         source="api",
     )
     _after_human_labels(db, settings, project.id, user.id)
-    return item_public(item_query.item_row(db, project, item_id))
+    return item_public(item_query.item_row(db, project, item_id), settings)
 
 
 @router.delete("/items/{item_id}/label", response_model=ItemPublic)
@@ -59,10 +59,11 @@ def clear_label(
     project: AnnotatorProject,
     user: CurrentUser,
     db: SessionDep,
+    settings: SettingsDep,
     version: int | None = Query(None, ge=0),
 ) -> ItemPublic:
     labels.clear_label(db, project, item_id, user_id=user.id, expected_version=version)
-    return item_public(item_query.item_row(db, project, item_id))
+    return item_public(item_query.item_row(db, project, item_id), settings)
 
 
 @router.post("/labels/batch", response_model=LabelBatchResult)

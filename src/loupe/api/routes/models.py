@@ -84,7 +84,12 @@ def item_predictions(item_id: int, project: ViewerProject, db: SessionDep) -> Pr
 
 @router.post("/items/{item_id}/accept", response_model=ItemPublic)
 def accept_one(
-    item_id: int, body: AcceptOne, project: AnnotatorProject, user: CurrentUser, db: SessionDep
+    item_id: int,
+    body: AcceptOne,
+    project: AnnotatorProject,
+    user: CurrentUser,
+    db: SessionDep,
+    settings: SettingsDep,
 ) -> ItemPublic:
     """Accept the draft as the human label."""
     expected = {item_id: body.version} if body.version is not None else None
@@ -100,7 +105,7 @@ def accept_one(
         c = result.conflicts[0]
         code = ErrorCode.STALE_VERSION if c["code"] == "stale_version" else ErrorCode.CONFLICT
         raise LoupeError(code, c["message"], item_id=item_id)
-    return item_public(item_query.item_row(db, project, item_id))
+    return item_public(item_query.item_row(db, project, item_id), settings)
 
 
 @router.post("/predictions/accept", response_model=LabelBatchResult)

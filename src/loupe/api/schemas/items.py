@@ -50,6 +50,7 @@ class ItemPublic(BaseModel):
     error: str | None
     created_at: dt.datetime
     version: int = Field(description="Annotation version for optimistic locking (0: none yet)")
+    thumbnail_url: str = Field(description="Signed, expiring URL of the JPEG thumbnail")
     annotation: AnnotationPublic | None
     draft: DraftPublic | None
 
