@@ -697,6 +697,238 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/projects/{project_id}/items/{item_id}/dzi": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Deepzoom Descriptor */
+        get: operations["deepzoom_descriptor_api_projects__project_id__items__item_id__dzi_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/items/{item_id}/tiles/{level}/{col}_{row}.jpeg": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Deepzoom Tile */
+        get: operations["deepzoom_tile_api_projects__project_id__items__item_id__tiles__level___col___row__jpeg_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/thumbs/{sha256}.jpg": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Signed Thumbnail */
+        get: operations["signed_thumbnail_api_thumbs__sha256__jpg_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/export.csv": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Export Csv
+         * @description One row per item, streamed as it is read (see ``loupe.services.exports``).
+         */
+        get: operations["export_csv_api_projects__project_id__export_csv_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/export.zip": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Export Zip
+         * @description The dataset ZIP, streamed while it is built (for big image sets prefer a job).
+         */
+        get: operations["export_zip_api_projects__project_id__export_zip_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/exports": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Start Export
+         * @description Queue an export job; follow it at ``/jobs/{id}`` and fetch the file from
+         *     ``/exports/{id}/download`` when it is done.
+         */
+        post: operations["start_export_api_projects__project_id__exports_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/exports/{job_id}/download": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download Export
+         * @description The file written by an export job (members of its project only).
+         */
+        get: operations["download_export_api_exports__job_id__download_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/labels/import": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Import Labels
+         * @description Import labels matched by sha256 or file name; see ``loupe.services.label_import``.
+         */
+        post: operations["import_labels_api_projects__project_id__labels_import_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/cases/{case_id}/report": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Generate Report
+         * @description Generate the case's PDF report and add it to the caller's history.
+         */
+        post: operations["generate_report_api_projects__project_id__cases__case_id__report_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/reports": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Reports
+         * @description The project's generated reports, newest first.
+         */
+        get: operations["list_reports_api_projects__project_id__reports_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/reports/mine": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * My Reports
+         * @description Reports the caller generated, newest first (the history page).
+         */
+        get: operations["my_reports_api_reports_mine_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/reports/{report_id}/download": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download Report
+         * @description The report's PDF (members of its project only).
+         */
+        get: operations["download_report_api_reports__report_id__download_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -755,6 +987,26 @@ export interface components {
             code: string;
             /** Message */
             message: string;
+        };
+        /** Body_import_labels_api_projects__project_id__labels_import_post */
+        Body_import_labels_api_projects__project_id__labels_import_post: {
+            /**
+             * File
+             * @description CSV (UTF-8) or a Loupe dataset ZIP
+             */
+            file: string;
+            /**
+             * Dry Run
+             * @description only report what would change
+             * @default false
+             */
+            dry_run: boolean;
+            /**
+             * Overwrite
+             * @description replace differing human labels
+             * @default false
+             */
+            overwrite: boolean;
         };
         /** CaseCreate */
         CaseCreate: {
@@ -887,6 +1139,51 @@ export interface components {
             data: components["schemas"]["EventPublic"][];
             /** Count */
             count: number;
+        };
+        /**
+         * ExportCreate
+         * @description A large export, written to a file by a job (then ``GET /exports/{job_id}/download``).
+         */
+        ExportCreate: {
+            /**
+             * Format
+             * @default zip
+             * @enum {string}
+             */
+            format: "zip" | "csv";
+            /**
+             * Include Images
+             * @description ZIP only: add images/<class>/<file> (ImageFolder layout)
+             * @default false
+             */
+            include_images: boolean;
+            /**
+             * Split Seed
+             * @default 0
+             */
+            split_seed: number;
+            /**
+             * Split
+             * @description train, val, test fractions (by case; items without a case by item)
+             */
+            split?: number[];
+            /** Case Id */
+            case_id?: number | null;
+            /**
+             * Since
+             * @description labelled at or after (ISO date/time)
+             */
+            since?: string | null;
+            /**
+             * Until
+             * @description labelled before (ISO date/time; a date includes that day)
+             */
+            until?: string | null;
+            /**
+             * Labelled Only
+             * @default false
+             */
+            labelled_only: boolean;
         };
         /** HTTPValidationError */
         HTTPValidationError: {
@@ -1043,6 +1340,11 @@ export interface components {
              * @description Annotation version for optimistic locking (0: none yet)
              */
             version: number;
+            /**
+             * Thumbnail Url
+             * @description Signed, expiring URL of the JPEG thumbnail
+             */
+            thumbnail_url: string;
             annotation: components["schemas"]["AnnotationPublic"] | null;
             draft: components["schemas"]["DraftPublic"] | null;
         };
@@ -1149,6 +1451,68 @@ export interface components {
             versions: {
                 [key: string]: number;
             };
+        };
+        /** LabelImportReport */
+        LabelImportReport: {
+            /**
+             * Dry Run
+             * @description True: nothing was written; statuses say what would be
+             */
+            dry_run: boolean;
+            /** Overwrite */
+            overwrite: boolean;
+            /** Key Column */
+            key_column: string;
+            /** Value Columns */
+            value_columns: string[];
+            /** Total */
+            total: number;
+            /**
+             * Changed
+             * @description Labels written (dry run: that would be written)
+             */
+            changed: number;
+            /** Counts */
+            counts: {
+                [key: string]: number;
+            };
+            /** Rows */
+            rows: components["schemas"]["LabelImportRow"][];
+            /**
+             * Truncated
+             * @description Only the first rows are listed; counts cover all
+             */
+            truncated: boolean;
+        };
+        /** LabelImportRow */
+        LabelImportRow: {
+            /**
+             * Row
+             * @description Line number in the file (the header is line 1)
+             */
+            row: number;
+            /**
+             * Key
+             * @description The sha256 or file name the row was matched by
+             */
+            key: string;
+            /**
+             * Status
+             * @description set | overwrite | unchanged | conflict | unknown_item | ambiguous | invalid | no_label | duplicate
+             */
+            status: string;
+            /** Item Id */
+            item_id: number | null;
+            /** Before */
+            before: {
+                [key: string]: unknown;
+            } | null;
+            /** After */
+            after: {
+                [key: string]: unknown;
+            } | null;
+            /** Message */
+            message: string;
         };
         /** LabelSet */
         LabelSet: {
@@ -1376,6 +1740,45 @@ export interface components {
         ProjectsPublic: {
             /** Data */
             data: components["schemas"]["ProjectPublic"][];
+            /** Count */
+            count: number;
+        };
+        /** ReportPublic */
+        ReportPublic: {
+            /** Id */
+            id: number;
+            /** Project Id */
+            project_id: number;
+            /** Project Name */
+            project_name: string | null;
+            /** Case Id */
+            case_id: number | null;
+            /** Case Name */
+            case_name: string | null;
+            /** User Id */
+            user_id: number | null;
+            /** Kind */
+            kind: string;
+            /** Sha256 */
+            sha256: string | null;
+            /** Size Bytes */
+            size_bytes: number | null;
+            /** Params */
+            params: {
+                [key: string]: unknown;
+            };
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Download Url */
+            download_url: string;
+        };
+        /** ReportsPublic */
+        ReportsPublic: {
+            /** Data */
+            data: components["schemas"]["ReportPublic"][];
             /** Count */
             count: number;
         };
@@ -3117,6 +3520,422 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["LabelBatchResult"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    deepzoom_descriptor_api_projects__project_id__items__item_id__dzi_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                item_id: number;
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description DeepZoom descriptor */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/xml": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    deepzoom_tile_api_projects__project_id__items__item_id__tiles__level___col___row__jpeg_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                item_id: number;
+                level: number;
+                col: number;
+                row: number;
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description one DeepZoom tile */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "image/jpeg": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    signed_thumbnail_api_thumbs__sha256__jpg_get: {
+        parameters: {
+            query?: {
+                /** @description expiry, Unix seconds */
+                exp?: number | null;
+                sig?: string | null;
+            };
+            header?: never;
+            path: {
+                sha256: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "image/jpeg": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    export_csv_api_projects__project_id__export_csv_get: {
+        parameters: {
+            query?: {
+                case_id?: number | null;
+                /** @description labelled at or after (ISO date or date-time) */
+                since?: string | null;
+                /** @description labelled before (a date includes that day) */
+                until?: string | null;
+                /** @description only items with a human label */
+                labelled_only?: boolean;
+                /** @description start with a UTF-8 byte-order mark (for Excel) */
+                bom?: boolean;
+            };
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description UTF-8 CSV with a header row */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/csv": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    export_zip_api_projects__project_id__export_zip_get: {
+        parameters: {
+            query?: {
+                /** @description add images/<class>/<file> */
+                include_images?: boolean;
+                split_seed?: number;
+                /** @description train,val,test fractions */
+                split?: string;
+                case_id?: number | null;
+                since?: string | null;
+                until?: string | null;
+                labelled_only?: boolean;
+            };
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description labels.csv, classes/metrics.json, manifest.json */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/zip": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    start_export_api_projects__project_id__exports_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ExportCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    download_export_api_exports__job_id__download_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                job_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/zip": unknown;
+                    "text/csv": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    import_labels_api_projects__project_id__labels_import_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "multipart/form-data": components["schemas"]["Body_import_labels_api_projects__project_id__labels_import_post"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LabelImportReport"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    generate_report_api_projects__project_id__cases__case_id__report_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                case_id: number;
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReportPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    list_reports_api_projects__project_id__reports_get: {
+        parameters: {
+            query?: {
+                case_id?: number | null;
+                limit?: number;
+                offset?: number;
+            };
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReportsPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    my_reports_api_reports_mine_get: {
+        parameters: {
+            query?: {
+                limit?: number;
+                offset?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReportsPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    download_report_api_reports__report_id__download_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                report_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/pdf": unknown;
                 };
             };
             /** @description Validation Error */
