@@ -125,3 +125,20 @@ def test_password_change_by_admin_logs_out_old_sessions(login: Any, make_user: A
     r = c_admin.patch(f"/api/users/{user.id}", json={"password": "another secret!"})
     assert r.status_code == 200
     assert c_user.get("/api/auth/me").status_code == 401
+
+
+def test_admin_turns_registration_off_and_on(app: Any, login: Any, make_user: Any) -> None:
+    admin, member = make_user(admin=True), make_user()
+    c = login(admin)
+    assert c.get("/api/admin/settings").json() == {"allow_registration": True}
+    assert login(member).patch("/api/admin/settings", json={}).status_code == 403
+    r = c.patch("/api/admin/settings", json={"allow_registration": False})
+    assert r.status_code == 200 and r.json() == {"allow_registration": False}
+    with TestClient(app) as anon:
+        info = anon.get("/api/info").json()
+        assert info["allow_registration"] is False and info["has_users"] is True
+        closed = anon.post("/api/auth/register", json={"email": "n@lab.org", "password": PASSWORD})
+        assert closed.status_code == 403
+        c.patch("/api/admin/settings", json={"allow_registration": True})
+        opened = anon.post("/api/auth/register", json={"email": "n@lab.org", "password": PASSWORD})
+        assert opened.status_code == 201

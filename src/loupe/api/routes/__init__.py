@@ -3,6 +3,7 @@
 from fastapi import APIRouter
 
 from loupe.api.routes import (
+    admin,
     auth,
     cases,
     exports,
@@ -23,6 +24,7 @@ ROUTERS: list[APIRouter] = [
     info.router,
     auth.router,
     users.router,
+    admin.router,
     projects.router,
     cases.router,
     items.router,

@@ -19,7 +19,7 @@ from loupe.api.schemas.users import (
 )
 from loupe.db.models import ApiToken
 from loupe.errors import ErrorCode, LoupeError
-from loupe.services import auth
+from loupe.services import auth, site
 from loupe.settings import Settings
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -43,7 +43,7 @@ def register(
 ) -> SessionPublic:
     """Create an account and log in. The first account becomes site admin."""
     first = auth.count_users(db) == 0
-    if not first and not settings.allow_registration:
+    if not first and not site.current(db, settings).allow_registration:
         raise LoupeError(ErrorCode.REGISTRATION_CLOSED, "registration is turned off; ask an admin")
     user = auth.create_user(
         db, email=body.email, password=body.password, name=body.name, admin=first

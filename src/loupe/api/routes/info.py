@@ -11,6 +11,8 @@ from sqlalchemy import text
 import loupe
 from loupe.api.deps import SessionDep, SettingsDep
 from loupe.db.models import ProjectRole, Task
+from loupe.services import site
+from loupe.services.auth import count_users
 from loupe.services.project_schema import PALETTE, RESERVED_LABELS
 
 router = APIRouter(tags=["info"])
@@ -23,6 +25,7 @@ class InfoPublic(BaseModel):
     reserved_labels: list[str]
     palette: list[str]
     allow_registration: bool
+    has_users: bool
     max_upload_bytes: int
     database: str
     queue: str
@@ -36,7 +39,7 @@ class HealthPublic(BaseModel):
 
 
 @router.get("/info", response_model=InfoPublic)
-def info(settings: SettingsDep) -> InfoPublic:
+def info(settings: SettingsDep, db: SessionDep) -> InfoPublic:
     registries: dict[str, Any] = {}
     from loupe.services.jobs import load_job_kinds
 
@@ -54,7 +57,8 @@ def info(settings: SettingsDep) -> InfoPublic:
         project_roles=[r.value for r in ProjectRole],
         reserved_labels=sorted(RESERVED_LABELS),
         palette=PALETTE,
-        allow_registration=settings.allow_registration,
+        allow_registration=site.current(db, settings).allow_registration,
+        has_users=count_users(db) > 0,
         max_upload_bytes=settings.max_upload_bytes,
         database=settings.db_url.split(":", 1)[0].split("+", 1)[0],
         queue="redis" if (settings.queue_url or "").startswith("redis") else "sqlite",
