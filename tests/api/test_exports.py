@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pytest
 from PIL import Image
 from sqlalchemy import select, update
 
@@ -21,24 +20,6 @@ from loupe.db.models import Annotation, AnnotationEvent, Case, Item, ModelVersio
 
 PATTERN = r"(?P<case>S-\d+)_(?P<stain>[A-Za-z]+)_(?P<serial>\d+)"
 SOURCES = {"neutrophil": "immunohistochemistry", "lymphocyte": "retina", "monocyte": "gravel"}
-
-
-@pytest.fixture
-def app(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The real app, with the export and report routers until routes/__init__ lists them."""
-    from loupe.api import app as app_module
-    from loupe.api.deps import settings_dep
-    from loupe.api.routes import exports as exports_routes
-    from loupe.api.routes import reports as reports_routes
-
-    routers = list(app_module.ROUTERS)
-    for extra in (exports_routes.router, reports_routes.router):
-        if extra not in routers:
-            routers.append(extra)
-    monkeypatch.setattr(app_module, "ROUTERS", routers)
-    application = app_module.create_app(settings, migrate=False)
-    application.dependency_overrides[settings_dep] = lambda: settings
-    return application
 
 
 def write_tiles(root: Path, names: dict[str, str]) -> None:

@@ -14,24 +14,6 @@ from sqlalchemy import func, select, text
 from loupe.db.models import Annotation, AnnotationEvent, ModelVersion, Prediction
 
 
-@pytest.fixture
-def app(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The real app, with the export and report routers until routes/__init__ lists them."""
-    from loupe.api import app as app_module
-    from loupe.api.deps import settings_dep
-    from loupe.api.routes import exports as exports_routes
-    from loupe.api.routes import reports as reports_routes
-
-    routers = list(app_module.ROUTERS)
-    for extra in (exports_routes.router, reports_routes.router):
-        if extra not in routers:
-            routers.append(extra)
-    monkeypatch.setattr(app_module, "ROUTERS", routers)
-    application = app_module.create_app(settings, migrate=False)
-    application.dependency_overrides[settings_dep] = lambda: settings
-    return application
-
-
 def _state(db: Any) -> tuple[Any, ...]:
     db.rollback()
     rows = db.execute(

@@ -27,24 +27,6 @@ COLORS = {"neutrophil": (0xE6, 0x9F, 0x00), "lymphocyte": (0x56, 0xB4, 0xE9)}
 COLORS["monocyte"] = (0x00, 0x9E, 0x73)
 
 
-@pytest.fixture
-def app(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The real app, with the export and report routers until routes/__init__ lists them."""
-    from loupe.api import app as app_module
-    from loupe.api.deps import settings_dep
-    from loupe.api.routes import exports as exports_routes
-    from loupe.api.routes import reports as reports_routes
-
-    routers = list(app_module.ROUTERS)
-    for extra in (exports_routes.router, reports_routes.router):
-        if extra not in routers:
-            routers.append(extra)
-    monkeypatch.setattr(app_module, "ROUTERS", routers)
-    application = app_module.create_app(settings, migrate=False)
-    application.dependency_overrides[settings_dep] = lambda: settings
-    return application
-
-
 def _tiles(root: Path, per_class: int = 8) -> None:
     from skimage import data
 

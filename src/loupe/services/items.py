@@ -7,12 +7,11 @@ from the source.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from loupe.db.models import Item
 from loupe.errors import ErrorCode, LoupeError
+from loupe.fsutil import atomic_write
 from loupe.media import MediaError, make_thumbnail, thumbnail_dicom_series
 from loupe.settings import Settings
 
@@ -24,17 +23,7 @@ def thumbnail_file(settings: Settings, sha256: str) -> Path:
 
 def store_thumbnail(settings: Settings, sha256: str, jpeg: bytes) -> Path:
     """Write a thumbnail atomically (temp file + rename): readers never see half a JPEG."""
-    path = thumbnail_file(settings, sha256)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".jpg")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(jpeg)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(thumbnail_file(settings, sha256), jpeg)
 
 
 def item_file_path(item: Item) -> Path:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +33,7 @@ from loupe.db.models import (
 from loupe.db.session import session_scope
 from loupe.db.types import utcnow
 from loupe.errors import ErrorCode, LoupeError
+from loupe.fsutil import atomic_write
 from loupe.reports.case_report import (
     THUMBS_PER_GROUP,
     CaseReportData,
@@ -365,15 +364,7 @@ def _store(settings: Settings, project_id: int, case_id: int, pdf: bytes, sha: s
     path = folder / f"case-{case_id}-{sha[:16]}.pdf"
     if path.is_file():
         return path  # the same bytes were generated before
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pdf")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pdf)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, pdf)
 
 
 def build_report_pdf(
