@@ -274,7 +274,12 @@ def test_curation_flow(page: Any, live_server: Any, folder: Any, shot: Any) -> N
     expect(page.locator(".openseadragon-canvas canvas").first).to_be_visible()
     if tiles_served:
         expect(page.locator(".viewer")).to_have_attribute("data-tiled", "yes")
-        wait_until(lambda: bool(tile_requests))
+        # page.on() events arrive only while Playwright runs a call: wait with the page.
+        for _ in range(100):
+            if tile_requests:
+                break
+            page.wait_for_timeout(100)
+        assert tile_requests, "no DeepZoom tile was requested"
 
     page.get_by_role("button", name="Log out").click()
     expect(page).to_have_url(re.compile(r"/login"))

@@ -179,6 +179,27 @@ export interface paths {
         patch: operations["update_user_api_users__user_id__patch"];
         trace?: never;
     };
+    "/api/admin/settings": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get Site Settings */
+        get: operations["get_site_settings_api_admin_settings_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        /**
+         * Update Site Settings
+         * @description Open or close self-service registration (the environment gives the default).
+         */
+        patch: operations["update_site_settings_api_admin_settings_patch"];
+        trace?: never;
+    };
     "/api/projects": {
         parameters: {
             query?: never;
@@ -1245,6 +1266,8 @@ export interface components {
             palette: string[];
             /** Allow Registration */
             allow_registration: boolean;
+            /** Has Users */
+            has_users: boolean;
             /** Max Upload Bytes */
             max_upload_bytes: number;
             /** Database */
@@ -1812,6 +1835,16 @@ export interface components {
             /** Csrf Token */
             csrf_token: string;
         };
+        /** SiteSettingsPublic */
+        SiteSettingsPublic: {
+            /** Allow Registration */
+            allow_registration: boolean;
+        };
+        /** SiteSettingsUpdate */
+        SiteSettingsUpdate: {
+            /** Allow Registration */
+            allow_registration?: boolean | null;
+        };
         /** TokenCreate */
         TokenCreate: {
             /** Name */
@@ -2279,6 +2312,59 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["UserPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_site_settings_api_admin_settings_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SiteSettingsPublic"];
+                };
+            };
+        };
+    };
+    update_site_settings_api_admin_settings_patch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SiteSettingsUpdate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SiteSettingsPublic"];
                 };
             };
             /** @description Validation Error */

@@ -18,6 +18,10 @@ export type Job = Schemas['JobPublic'];
 export type UploadReport = Schemas['IngestReportPublic'];
 export type ModelVersion = Schemas['ModelVersionPublic'];
 export type Prediction = Schemas['PredictionPublic'];
+export type Report = Schemas['ReportPublic'];
+export type LabelImportReport = Schemas['LabelImportReport'];
+export type LabelImportRow = Schemas['LabelImportRow'];
+export type ExportCreate = Schemas['ExportCreate'];
 
 type Method = 'get' | 'post' | 'put' | 'patch' | 'delete';
 type Op<P extends keyof paths, M extends Method> = NonNullable<paths[P][M]>;
@@ -202,6 +206,72 @@ export function fileUrl(projectId: number, itemId: number): string {
 /** The DeepZoom descriptor of a 2-D item; its tiles are under `.../tiles/`. */
 export function dziUrl(projectId: number, itemId: number): string {
   return `/api/projects/${projectId}/items/${itemId}/dzi`;
+}
+
+/** Which items an export holds (the query of the CSV / ZIP links). */
+export interface ExportFilter {
+  case_id?: number | null;
+  /** ISO date (YYYY-MM-DD): labelled on or after. */
+  since?: string;
+  /** ISO date: labelled on or before (the server includes that day). */
+  until?: string;
+  labelled_only?: boolean;
+}
+
+function filterQuery(f: ExportFilter): Record<string, unknown> {
+  return {
+    case_id: f.case_id ?? undefined,
+    since: f.since || undefined,
+    until: f.until || undefined,
+    labelled_only: f.labelled_only ? 'true' : undefined,
+  };
+}
+
+/** The streamed CSV export: a plain link (the browser downloads it, with the session cookie). */
+export function exportCsvUrl(projectId: number, f: ExportFilter = {}): string {
+  return fillPath('/api/projects/{project_id}/export.csv', { project_id: projectId }) + queryString(filterQuery(f));
+}
+
+/** The dataset ZIP streamed while it is built (small sets; big ones go through a job). */
+export function exportZipUrl(
+  projectId: number,
+  f: ExportFilter & { include_images?: boolean; split_seed?: number; split?: number[] } = {},
+): string {
+  return (
+    fillPath('/api/projects/{project_id}/export.zip', { project_id: projectId }) +
+    queryString({
+      ...filterQuery(f),
+      include_images: f.include_images ? 'true' : undefined,
+      split_seed: f.split_seed || undefined,
+      split: f.split?.join(','),
+    })
+  );
+}
+
+/** The file written by a finished export job. */
+export function exportDownloadUrl(jobId: number): string {
+  return fillPath('/api/exports/{job_id}/download', { job_id: jobId });
+}
+
+/**
+ * Import labels from a CSV (multipart): `dryRun` only reports what would change.
+ * Errors (a file without a key column, a file too big) come back as `ApiError`.
+ */
+export async function importLabels(
+  projectId: number,
+  file: File,
+  { dryRun, overwrite }: { dryRun: boolean; overwrite: boolean },
+): Promise<LabelImportReport> {
+  const form = new FormData();
+  form.append('file', file, file.name);
+  form.append('dry_run', String(dryRun));
+  form.append('overwrite', String(overwrite));
+  const res = await send(
+    'POST',
+    fillPath('/api/projects/{project_id}/labels/import', { project_id: projectId }),
+    { body: form },
+  );
+  return (await res.json()) as LabelImportReport;
 }
 
 export const TERMINAL = new Set(['done', 'failed', 'cancelled']);

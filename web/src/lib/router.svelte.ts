@@ -12,9 +12,11 @@ const ROUTES: [string, RegExp][] = [
   ['login', /^\/login$/],
   ['register', /^\/register$/],
   ['projects', /^\/$/],
+  ['history', /^\/history$/],
   ['new-project', /^\/projects\/new$/],
   ['members', /^\/projects\/(?<id>\d+)\/members$/],
   ['models', /^\/projects\/(?<id>\d+)\/models$/],
+  ['export', /^\/projects\/(?<id>\d+)\/export$/],
   ['viewer', /^\/projects\/(?<id>\d+)\/items\/(?<item>\d+)\/view$/],
   ['project', /^\/projects\/(?<id>\d+)$/],
 ];
