@@ -39,7 +39,12 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 PASSWORD = "e2e correct horse battery"
-USERS = {"alice": "alice@example.org", "bob": "bob@example.org", "dave": "dave@example.org"}
+USERS = {
+    "alice": "alice@example.org",
+    "bob": "bob@example.org",
+    "dave": "dave@example.org",
+    "root": "root@example.org",  # the site administrator
+}
 # Two small members train in seconds on a CPU: the hand-made features and MobileNetV2.
 FAST_ENSEMBLE = ("classic", "mobilenet_v2")
 
@@ -128,7 +133,8 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         PYTHONUNBUFFERED="1",
     )
     for name, email in USERS.items():
-        _cli(env, "user", "create", email, "--name", name.title(), LOUPE_PASSWORD=PASSWORD)
+        admin = ["--admin"] if name == "root" else []
+        _cli(env, "user", "create", email, "--name", name.title(), *admin, LOUPE_PASSWORD=PASSWORD)
     port = _free_port()
     log = home / "server.log"
     with log.open("w") as out:

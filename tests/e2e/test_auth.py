@@ -89,3 +89,31 @@ def test_lost_session_logs_in_again_and_keeps_the_work(
         time.sleep(0.1)
     assert api.get(f"/api/projects/{pid}/items/{ids[0]}").json()["annotation"]["label"] == "b"
     expect(page.locator("[data-item-id]").first.locator(".chip")).to_have_text("b")
+
+
+def test_admin_closes_and_reopens_registration(
+    page: Any, live_server: Any, ui_login: Any, browser: Any
+) -> None:
+    ui_login(page, "root")
+    site = page.get_by_role("region", name="Site settings")
+    box = site.get_by_label("Anyone may register an account")
+    expect(box).to_be_checked()
+    try:
+        box.uncheck()
+        expect(site.get_by_role("status")).to_have_text("Saved")
+        other = browser.new_context(base_url=live_server.url)
+        try:
+            anonymous = other.new_page()
+            anonymous.goto("/login")
+            expect(anonymous.get_by_role("button", name="Log in")).to_be_visible()
+            expect(anonymous.get_by_role("link", name="Create an account")).to_have_count(0)
+            r = anonymous.request.post(
+                "/api/auth/register",
+                data={"email": "late@example.org", "password": "a long enough password"},
+            )
+            assert r.status == 403
+        finally:
+            other.close()
+    finally:
+        box.check()
+        expect(site.get_by_role("status")).to_have_text("Saved")

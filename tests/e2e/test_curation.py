@@ -195,6 +195,8 @@ def test_curation_flow(page: Any, live_server: Any, folder: Any, shot: Any) -> N
     page.get_by_label("Status filter").select_option("flagged")
     expect(tiles).to_have_count(len(flagged))
     tiles.nth(0).locator(".thumb").click()
+    # the filtered grid has focus before the shortcut (no race with its re-render)
+    expect(tiles.nth(0)).to_have_class(re.compile(r"\bfocused\b"))
     page.keyboard.press("Control+a")
     expect(page.get_by_text(f"{len(flagged)} selected")).to_be_visible()
     shot(page, "07-batch-flagged")
