@@ -33,6 +33,7 @@ SELF_SERVICE = {
     ("GET", "/api/projects"),
     ("POST", "/api/projects"),
     ("GET", "/api/reports/mine"),
+    ("POST", "/api/projects/import-dataset"),
 }
 
 

@@ -387,6 +387,32 @@ def test_zip_round_trip_export_import_export_gives_the_same_labels(
     assert new_id in [p["id"] for p in projects]
 
 
+def test_dataset_zip_reimport_through_the_api(
+    settings: Any, db: Any, make_user: Any, make_project: Any, login: Any, tmp_path: Path
+) -> None:
+    w = build_world(settings, db, make_user, make_project, tmp_path)
+    pid = w["project"].id
+    c = login(w["owner"])
+    exported = c.get(f"/api/projects/{pid}/export.zip?include_images=true")
+    assert exported.status_code == 200
+    r = c.post(
+        "/api/projects/import-dataset",
+        files={"file": ("cells.zip", exported.content, "application/zip")},
+        data={"name": "Re-imported cells"},
+    )
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["created"] and body["name"] == "Re-imported cells"
+    assert body["items"]["imported"] == 9 and body["labels"]["counts"]["set"] == 7
+    mine = c.get(f"/api/projects/{body['project_id']}").json()
+    assert mine["role"] == "owner" and mine["labelled"] == 7
+    bad = c.post(
+        "/api/projects/import-dataset",
+        files={"file": ("x.zip", b"not a zip", "application/zip")},
+    )
+    assert bad.status_code == 422 and "ZIP" in bad.json()["detail"]["message"]
+
+
 def test_cli_export_report_and_import(
     settings: Any, db: Any, make_user: Any, make_project: Any, tmp_path: Path
 ) -> None:

@@ -23,6 +23,7 @@ from loupe.api.deps import (
     project_role,
 )
 from loupe.api.schemas.exports import (
+    DatasetImportPublic,
     ExportCreate,
     LabelImportReport,
     ReportPublic,
@@ -247,3 +248,23 @@ def list_reports(
         db, project.id, case_id=case_id, limit=limit, offset=offset
     )
     return ReportsPublic(data=[report_public(r, project.name) for r in rows], count=count)
+
+
+@router.post("/projects/import-dataset", response_model=DatasetImportPublic, status_code=201)
+def import_dataset(
+    user: CurrentUser,
+    db: SessionDep,
+    settings: SettingsDep,
+    file: UploadFile = File(description="A dataset ZIP exported by Loupe"),
+    name: str | None = Form(None, max_length=200, description="name of the new project"),
+) -> dict[str, Any]:
+    """Create a project (owned by the caller) from a Loupe dataset ZIP: items, classes, labels."""
+    from loupe.services.ingest import save_upload
+    from loupe.services.label_import_zip import import_dataset_zip
+
+    db.commit()  # the import writes in sessions of its own
+    path = save_upload(settings, file.file, "dataset.zip", max_bytes=settings.max_upload_bytes)
+    try:
+        return import_dataset_zip(settings, path, owner_id=user.id, name=name)
+    finally:
+        path.unlink(missing_ok=True)

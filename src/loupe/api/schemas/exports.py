@@ -78,3 +78,14 @@ class ReportPublic(BaseModel):
 class ReportsPublic(BaseModel):
     data: list[ReportPublic]
     count: int
+
+
+class DatasetImportPublic(BaseModel):
+    """What re-importing a dataset ZIP created."""
+
+    project_id: int
+    name: str
+    created: bool
+    items: dict[str, Any]
+    cases: Any = None
+    labels: dict[str, Any]
