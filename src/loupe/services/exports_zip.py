@@ -11,8 +11,10 @@ columns: ``split`` (train | val | test) and ``image`` (the path inside the
 archive, when images are included). The split is deterministic: each *unit*
 (the item's case, so one patient never straddles two splits; the item itself
 when it has no case) goes to the bucket where ``sha256("<seed>:<unit>")``,
-read as a number in [0, 1), falls. It depends only on the seed and the case
-names / file hashes, so re-exports and re-imported projects split alike.
+read as a number in [0, 1), falls (:mod:`loupe.services.dataset_split`). It
+depends only on the seed and the case names / file hashes, so re-exports and
+re-imported projects split alike. ``manifest.json`` is built by
+:mod:`loupe.services.dataset_manifest`.
 
 The ``images/`` tree follows the layout of torchvision's ``ImageFolder`` and
 FiftyOne's ``ImageClassificationDirectoryTree``: ``images/<class>/<file>``, with
@@ -23,132 +25,55 @@ score, segment and volume projects put every image in ``images/``.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import io
 import json
 import logging
 import os
-import re
 import zipfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
-import loupe
-from loupe.db.models import ModelVersion, Project
+from loupe.db.models import Project
 from loupe.db.session import session_scope
 from loupe.errors import ErrorCode, LoupeError
-from loupe.services import exports
-from loupe.services.exports import ExportFilter, ExportLayout, csv_text_chunks
+from loupe.services import export_rows, exports
+from loupe.services.dataset_manifest import FORMAT as FORMAT
+from loupe.services.dataset_manifest import FORMAT_VERSION as FORMAT_VERSION
+from loupe.services.dataset_manifest import Tally, build_manifest, schema_entry
+from loupe.services.dataset_manifest import backbone_hashes as backbone_hashes
+from loupe.services.dataset_split import SPLITS as SPLITS
+from loupe.services.dataset_split import UNLABELED as UNLABELED
+from loupe.services.dataset_split import (
+    DatasetOptions,
+    ImageNamer,
+    assign_split,
+    row_files,
+    safe_part,
+    split3,
+    split_unit,
+)
+from loupe.services.export_rows import ExportFilter, ExportLayout
+from loupe.services.exports import csv_text_chunks
 from loupe.services.jobs import JobContext, register_job_kind
 from loupe.settings import Settings
 
 log = logging.getLogger(__name__)
 
-FORMAT = "loupe-dataset"
-FORMAT_VERSION = 1
-SPLITS = ("train", "val", "test")
-UNLABELED = "_unlabeled"
 EXPORT_KIND = "export"
 COPY_CHUNK = 1 << 20
 _ZIP64_LIMIT = (1 << 31) - 1
 Progress = Callable[[int, int], None]
 
 
-@dataclass(frozen=True)
-class DatasetOptions:
-    include_images: bool = False
-    split_seed: int = 0
-    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    filter: ExportFilter = field(default_factory=ExportFilter)
-
-    def __post_init__(self) -> None:
-        if len(self.split) != 3 or any(f < 0 for f in self.split):
-            raise LoupeError(
-                ErrorCode.INVALID, f"split must be three fractions >= 0, got {self.split}"
-            )
-        if abs(sum(self.split) - 1.0) > 1e-6:
-            raise LoupeError(
-                ErrorCode.INVALID, f"split fractions must add up to 1, got {sum(self.split)}"
-            )
-
-
-def assign_split(unit: str, seed: int, fractions: tuple[float, float, float]) -> str:
-    """The split (train | val | test) of a unit (``case:<name>`` or ``item:<sha256>``)."""
-    digest = hashlib.sha256(f"{seed}:{unit}".encode()).digest()
-    u = int.from_bytes(digest[:8], "big") / 2**64
-    edge = 0.0
-    for name, fraction in zip(SPLITS, fractions, strict=True):
-        edge += fraction
-        if u < edge:
-            return name
-    return SPLITS[-1] if fractions[-1] > 0 else SPLITS[0]
-
-
-def split_unit(case_name: str | None, sha256: str) -> str:
-    return f"case:{case_name}" if case_name else f"item:{sha256}"
-
-
-_UNSAFE = re.compile(r"[\x00-\x1f/\\:]+")
-
-
-def _safe_part(name: str, fallback: str) -> str:
-    cleaned = _UNSAFE.sub("_", name).strip()
-    return fallback if cleaned in ("", ".", "..") else cleaned
-
-
-class ImageNamer:
-    """Archive paths for images: ``images/<folder>/<file>``, unique in the archive."""
-
-    def __init__(self, task: str) -> None:
-        self.task = task
-        self._used: set[str] = set()
-
-    def folder(self, row: Row[Any]) -> str:
-        if self.task != "classify":
-            return "images"
-        label = row.label if row.kind == "class" and row.label else UNLABELED
-        return f"images/{_safe_part(label, UNLABELED)}"
-
-    def name(self, row: Row[Any]) -> str:
-        folder = self.folder(row)
-        base = _safe_part(row.filename, f"item-{row.id}")
-        path = f"{folder}/{base}"
-        if path.lower() in self._used:
-            stem, dot, ext = base.rpartition(".")
-            if not dot:
-                stem, ext = base, ""
-            path = f"{folder}/{stem}-{row.sha256[:10]}{dot}{ext}"
-            if path.lower() in self._used:
-                path = f"{folder}/{stem}-{row.id}{dot}{ext}"
-        self._used.add(path.lower())
-        return path
-
-
-def _row_files(row: Row[Any]) -> list[Path]:
-    return [Path(p) for p in row.files] if row.files else [Path(row.uri)]
-
-
 # --- the archive -----------------------------------------------------------------------
 
 
-@dataclass
-class _Tally:
-    rows: int = 0
-    labelled: int = 0
-    by_label: dict[str, int] = field(default_factory=dict)
-    by_split: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
-    images: int = 0
-    missing: list[str] = field(default_factory=list)
-    missing_count: int = 0
-
-
 def _label_key(row: Row[Any], task: str) -> str | None:
-    kind = row.kind if row.kind and row.kind != exports.NONE_KIND else None
+    kind = row.kind if row.kind and row.kind != export_rows.NONE_KIND else None
     if kind is None:
         return None
     if task == "classify" and kind == "class":
@@ -162,22 +87,24 @@ def _write_entries(
     zf: zipfile.ZipFile,
     options: DatasetOptions,
     progress: Progress | None,
-    tally: _Tally,
+    tally: Tally,
 ) -> Iterator[None]:
     """Write the archive's entries, yielding after every chunk (for streaming)."""
     f = options.filter
     exported_at = dt.datetime.now(dt.UTC)
     with session_scope(settings.db_url, write=False) as db:
-        project = exports.get_project(db, project_id)
-        exports.check_case(db, project, f.case_id)
-        layout = exports.layout_for(db, project, f)
-        total = exports.count_rows(db, project, f)
+        project = export_rows.get_project(db, project_id)
+        export_rows.check_case(db, project, f.case_id)
+        layout = export_rows.layout_for(db, project, f)
+        total = export_rows.count_rows(db, project, f)
         steps = total * (2 if options.include_images else 1)
         namer = ImageNamer(project.task)
         columns = [*layout.columns, "split", "image"]
 
         def rows() -> Iterator[list[Any]]:
-            for row in exports.iter_rows(db, project, layout, f, with_files=options.include_images):
+            for row in export_rows.iter_rows(
+                db, project, layout, f, with_files=options.include_images
+            ):
                 tally.rows += 1
                 key = _label_key(row, project.task)
                 if key is not None:
@@ -189,7 +116,7 @@ def _write_entries(
                 tally.by_split[split] += 1
                 image = ""
                 if options.include_images:
-                    if all(p.is_file() for p in _row_files(row)):
+                    if all(p.is_file() for p in row_files(row)):
                         image = namer.name(row)
                     else:
                         tally.missing_count += 1
@@ -206,9 +133,9 @@ def _write_entries(
                 yield
         if options.include_images:
             yield from _write_images(db, project, layout, zf, f, tally, steps, progress)
-        schema_name, schema_body = _schema_entry(project)
+        schema_name, schema_body = schema_entry(project)
         zf.writestr(_entry(schema_name, exported_at), _json(schema_body))
-        manifest = _manifest(db, project, layout, options, tally, exported_at, columns)
+        manifest = build_manifest(db, project, layout, options, tally, exported_at, columns)
         zf.writestr(_entry("manifest.json", exported_at), _json(manifest))
         yield
         if progress is not None:
@@ -221,21 +148,21 @@ def _write_images(
     layout: ExportLayout,
     zf: zipfile.ZipFile,
     f: ExportFilter,
-    tally: _Tally,
+    tally: Tally,
     steps: int,
     progress: Progress | None,
 ) -> Iterator[None]:
     namer = ImageNamer(project.task)  # the same names as in labels.csv: same rows, same order
     done = tally.rows
-    for row in exports.iter_rows(db, project, layout, f, with_files=True):
+    for row in export_rows.iter_rows(db, project, layout, f, with_files=True):
         done += 1
-        files = _row_files(row)
+        files = row_files(row)
         if not all(p.is_file() for p in files):
             continue
         arcname = namer.name(row)
         targets = [(files[0], arcname)]
         if len(files) > 1:  # a DICOM series: a folder of its slices
-            targets = [(p, f"{arcname}/{_safe_part(p.name, 'slice')}") for p in files]
+            targets = [(p, f"{arcname}/{safe_part(p.name, 'slice')}") for p in files]
         for path, name in targets:
             yield from _copy_file(zf, path, name)
         tally.images += 1
@@ -262,101 +189,6 @@ def _entry(name: str, when: dt.datetime, compress: int = zipfile.ZIP_DEFLATED) -
 
 def _json(data: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
-
-
-def _schema_entry(project: Project) -> tuple[str, Any]:
-    if project.task == "score":
-        return "metrics.json", {"task": project.task, "metrics": project.schema.get("metrics", [])}
-    return "classes.json", {"task": project.task, "classes": project.schema.get("classes", [])}
-
-
-def backbone_hashes(members: list[Any]) -> list[dict[str, Any]]:
-    """``[{name, weights_sha256}]`` for an ensemble (None for weight-free backbones)."""
-    out: list[dict[str, Any]] = []
-    for member in members:
-        name = str(member)
-        entry: dict[str, Any] = {"name": name, "weights_sha256": None}
-        try:
-            from loupe.features import get_backbone
-
-            entry["weights_sha256"] = get_backbone(name).weights_sha256()
-        except Exception as exc:  # missing weights must not stop an export
-            entry["error"] = f"{type(exc).__name__}: {exc}"[:300]
-        out.append(entry)
-    return out
-
-
-def _model_block(version: ModelVersion | None) -> dict[str, Any] | None:
-    if version is None:
-        return None
-    return {
-        "id": version.id,
-        "version": version.number,
-        "kind": version.kind,
-        "members": version.members,
-        "backbones": backbone_hashes(list(version.members or [])),
-        "params": version.params,
-        "trained_on": version.trained_on,
-        "metrics": version.metrics,
-        "calibration": version.calibration,
-        "created_at": exports.iso(version.created_at),
-        "finished_at": exports.iso(version.finished_at),
-    }
-
-
-def _manifest(
-    db: Session,
-    project: Project,
-    layout: ExportLayout,
-    options: DatasetOptions,
-    tally: _Tally,
-    exported_at: dt.datetime,
-    columns: list[str],
-) -> dict[str, Any]:
-    version = exports.active_version(db, project.id)
-    schema_file = "metrics.json" if project.task == "score" else "classes.json"
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "loupe_version": loupe.__version__,
-        "exported_at": exports.iso(exported_at),
-        "project": {
-            "id": project.id,
-            "name": project.name,
-            "task": project.task,
-            "description": project.description,
-            "settings": {
-                k: project.settings.get(k) for k in ("ensemble", "case_pattern") if project.settings
-            },
-        },
-        "filter": options.filter.to_json(),
-        "files": {
-            "labels": "labels.csv",
-            "schema": schema_file,
-            "images": "images/" if options.include_images else None,
-        },
-        "columns": columns,
-        "counts": {
-            "items": tally.rows,
-            "labelled": tally.labelled,
-            "by_label": dict(sorted(tally.by_label.items())),
-            "by_split": tally.by_split,
-            "images": tally.images,
-            "missing_images": tally.missing_count,
-            "missing_examples": tally.missing,
-        },
-        "split": {
-            "seed": options.split_seed,
-            "fractions": dict(zip(SPLITS, options.split, strict=True)),
-            "unit": "case (items without a case: the item)",
-            "method": "bucket of sha256('<seed>:case:<name>' or '<seed>:item:<sha256>') "
-            "read as a fraction in [0, 1)",
-        },
-        "model": _model_block(version),
-        "layout": "images/<class>/<file> (ImageFolder); no class: images/_unlabeled/"
-        if project.task == "classify"
-        else "images/<file>",
-    }
 
 
 class _Sink(io.RawIOBase):
@@ -386,7 +218,7 @@ def stream_dataset_zip(
     """The dataset ZIP as byte chunks, built while it is sent."""
     sink = _Sink()
     with zipfile.ZipFile(sink, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
-        for _ in _write_entries(settings, project_id, zf, options, None, _Tally()):
+        for _ in _write_entries(settings, project_id, zf, options, None, Tally()):
             data = sink.take()
             if len(data):
                 yield data
@@ -410,7 +242,7 @@ def write_dataset_zip(
     exports.check_export(settings, project_id, options.filter)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.part")
-    tally = _Tally()
+    tally = Tally()
     try:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
             for _ in _write_entries(settings, project_id, zf, options, progress, tally):
@@ -427,13 +259,6 @@ def write_dataset_zip(
         "images": tally.images,
         "missing_images": tally.missing_count,
     }
-
-
-def _split3(value: Any) -> tuple[float, float, float]:
-    parts = [float(v) for v in (value or (0.8, 0.1, 0.1))]
-    if len(parts) != 3:
-        raise LoupeError(ErrorCode.INVALID, f"split must be three fractions, got {value}")
-    return parts[0], parts[1], parts[2]
 
 
 # --- the job -------------------------------------------------------------------------
@@ -463,12 +288,12 @@ def run_export_job(settings: Settings, ctx: JobContext, params: dict[str, Any]) 
     fmt = str(params.get("format", "zip"))
     f = ExportFilter(
         case_id=params.get("case_id"),
-        since=exports.parse_when(params.get("since")),
-        until=exports.parse_when(params.get("until")),
+        since=export_rows.parse_when(params.get("since")),
+        until=export_rows.parse_when(params.get("until")),
         labelled_only=bool(params.get("labelled_only", False)),
     )
     with session_scope(settings.db_url, write=False) as db:
-        name = exports.get_project(db, project_id).name
+        name = export_rows.get_project(db, project_id).name
     filename = exports.export_basename(name, f".{fmt}")
     out = settings.exports_dir / str(project_id) / f"job{ctx.job_id}-{filename}"
 
@@ -480,12 +305,12 @@ def run_export_job(settings: Settings, ctx: JobContext, params: dict[str, Any]) 
     if fmt == "csv":
         exports.write_csv(settings, project_id, out, f, progress=progress)
         with session_scope(settings.db_url, write=False) as db:
-            extra["rows"] = exports.count_rows(db, exports.get_project(db, project_id), f)
+            extra["rows"] = export_rows.count_rows(db, export_rows.get_project(db, project_id), f)
     elif fmt == "zip":
         options = DatasetOptions(
             include_images=bool(params.get("include_images", False)),
             split_seed=int(params.get("split_seed", 0)),
-            split=_split3(params.get("split")),
+            split=split3(params.get("split")),
             filter=f,
         )
         done = write_dataset_zip(settings, project_id, out, options, progress=progress)

@@ -910,6 +910,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/projects/import-dataset": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Import Dataset
+         * @description Create a project (owned by the caller) from a Loupe dataset ZIP: items, classes, labels.
+         */
+        post: operations["import_dataset_api_projects_import_dataset_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/reports/mine": {
         parameters: {
             query?: never;
@@ -1009,6 +1029,19 @@ export interface components {
             /** Message */
             message: string;
         };
+        /** Body_import_dataset_api_projects_import_dataset_post */
+        Body_import_dataset_api_projects_import_dataset_post: {
+            /**
+             * File
+             * @description A dataset ZIP exported by Loupe
+             */
+            file: string;
+            /**
+             * Name
+             * @description name of the new project
+             */
+            name?: string | null;
+        };
         /** Body_import_labels_api_projects__project_id__labels_import_post */
         Body_import_labels_api_projects__project_id__labels_import_post: {
             /**
@@ -1087,6 +1120,28 @@ export interface components {
             data: components["schemas"]["CasePublic"][];
             /** Count */
             count: number;
+        };
+        /**
+         * DatasetImportPublic
+         * @description What re-importing a dataset ZIP created.
+         */
+        DatasetImportPublic: {
+            /** Project Id */
+            project_id: number;
+            /** Name */
+            name: string;
+            /** Created */
+            created: boolean;
+            /** Items */
+            items: {
+                [key: string]: unknown;
+            };
+            /** Cases */
+            cases?: unknown;
+            /** Labels */
+            labels: {
+                [key: string]: unknown;
+            };
         };
         /**
          * DraftPublic
@@ -3959,6 +4014,39 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ReportsPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    import_dataset_api_projects_import_dataset_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "multipart/form-data": components["schemas"]["Body_import_dataset_api_projects_import_dataset_post"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DatasetImportPublic"];
                 };
             };
             /** @description Validation Error */
