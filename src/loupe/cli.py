@@ -6,10 +6,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from loupe.cli_common import _fail, _migrated_settings, _settings
+from loupe.cli_exports import register as register_export_commands
 from loupe.errors import LoupeError
 
 app = typer.Typer(
@@ -23,34 +25,6 @@ db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 app.add_typer(project_app, name="project")
 app.add_typer(db_app, name="db")
-
-
-def _settings() -> Any:
-    from pydantic import ValidationError
-
-    from loupe.settings import get_settings
-
-    try:
-        settings = get_settings()
-    except ValidationError as exc:
-        msg = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
-        typer.secho(f"error: {msg}", fg="red", err=True)
-        raise typer.Exit(2) from exc
-    settings.ensure_dirs()
-    return settings
-
-
-def _migrated_settings() -> Any:
-    from loupe.db.migrate import upgrade
-
-    settings = _settings()
-    upgrade(settings.db_url)
-    return settings
-
-
-def _fail(exc: LoupeError) -> typer.Exit:
-    typer.secho(f"error: {exc.message}", fg="red", err=True)
-    return typer.Exit(1)
 
 
 @app.command()
@@ -308,9 +282,7 @@ def train(
     typer.echo(json.dumps(result, indent=1, default=str))
 
 
-from loupe.cli_exports import register as _register_exports  # noqa: E402
-
-_register_exports(app)
+register_export_commands(app)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -14,18 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
+from loupe.cli_common import _fail, _migrated_settings
 from loupe.errors import ErrorCode, LoupeError
-
-
-def _settings() -> Any:
-    from loupe.cli import _migrated_settings
-
-    return _migrated_settings()
-
-
-def _fail(exc: LoupeError) -> typer.Exit:
-    typer.secho(f"error: {exc.message}", fg="red", err=True)
-    return typer.Exit(1)
 
 
 def _user_id(db: Any, email: str | None) -> int | None:
@@ -93,7 +83,7 @@ def export(
 
     if fmt not in ("csv", "zip"):
         raise _fail(LoupeError(ErrorCode.INVALID, f"--format {fmt!r}: use csv or zip"))
-    settings = _settings()
+    settings = _migrated_settings()
     try:
         with session_scope(settings.db_url, write=False) as db:
             p = projects.find_project(db, project)
@@ -159,7 +149,7 @@ def report(
     from loupe.db.session import session_scope
     from loupe.services import projects, reports
 
-    settings = _settings()
+    settings = _migrated_settings()
     try:
         with session_scope(settings.db_url, write=False) as db:
             pid = projects.find_project(db, project).id
@@ -191,7 +181,7 @@ def import_labels(
     from loupe.db.session import session_scope
     from loupe.services import label_import, projects
 
-    settings = _settings()
+    settings = _migrated_settings()
     try:
         with session_scope(settings.db_url, write=False) as db:
             pid = projects.find_project(db, project).id
@@ -233,7 +223,7 @@ def import_dataset(
     from loupe.services import projects
     from loupe.services.label_import_zip import import_dataset_zip
 
-    settings = _settings()
+    settings = _migrated_settings()
     try:
         with session_scope(settings.db_url, write=False) as db:
             q = select(User.id).order_by(User.id)
