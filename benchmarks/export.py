@@ -9,8 +9,8 @@ through the ingest pipeline (no image files are needed for a labels export).
 Then it measures, each in a fresh child process so that its peak RSS
 (``ru_maxrss``) is the export's alone:
 
-* ``csv``:  ``loupe.services.exports.stream_csv`` written to a file;
-* ``zip``:  ``loupe.services.exports_zip.write_dataset_zip`` (labels only);
+* ``csv``:  ``loupe.services.exports.core.stream_csv`` written to a file;
+* ``zip``:  ``loupe.services.exports.archive.write_dataset_zip`` (labels only);
 * ``http``: ``GET /api/projects/{id}/export.csv`` from a real uvicorn server
   in the same process, read by an httpx client in chunks (with ``--http``).
 
@@ -77,7 +77,8 @@ def build(home: Path, n: int) -> dict[str, Any]:
     from loupe.db.migrate import upgrade
     from loupe.db.models import Annotation, Case, Item, ModelVersion, Prediction
     from loupe.db.session import session_scope
-    from loupe.services import auth, projects
+    from loupe.services.auth import core as auth
+    from loupe.services.projects import core as projects
     from loupe.settings import Settings
 
     settings = Settings()
@@ -185,7 +186,8 @@ def measure(kind: str, home: Path, info: dict[str, Any]) -> dict[str, Any]:
 
     from loupe.db.models import Item
     from loupe.db.session import session_scope
-    from loupe.services import exports, exports_zip
+    from loupe.services.exports import archive as exports_zip
+    from loupe.services.exports import core as exports
     from loupe.settings import Settings
 
     settings = Settings()

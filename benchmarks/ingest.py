@@ -104,9 +104,9 @@ def run_ingest(folder: Path, n: int) -> tuple[float, dict[str, object]]:
         os.environ.pop("LOUPE_DATABASE_URL", None)
         from loupe.db.migrate import upgrade
         from loupe.db.session import session_scope
-        from loupe.services.auth import create_user
-        from loupe.services.ingest import ingest_paths
-        from loupe.services.projects import create_project
+        from loupe.services.auth.core import create_user
+        from loupe.services.items.ingest import ingest_paths
+        from loupe.services.projects.core import create_project
         from loupe.settings import Settings
 
         settings = Settings()

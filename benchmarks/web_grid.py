@@ -130,7 +130,8 @@ def build(home: Path, n: int) -> dict[str, Any]:
     from loupe.db.migrate import upgrade
     from loupe.db.models import Annotation, Case, Item, ModelVersion, Prediction
     from loupe.db.session import session_scope
-    from loupe.services import auth, projects
+    from loupe.services.auth import core as auth
+    from loupe.services.projects import core as projects
 
     if home.exists():
         shutil.rmtree(home)

@@ -134,7 +134,7 @@ def db(settings: Any) -> Iterator[Any]:
 @pytest.fixture
 def make_user(settings: Any) -> Callable[..., Any]:
     from loupe.db.session import session_scope
-    from loupe.services import auth
+    from loupe.services.auth import core as auth
 
     def _make(email: str | None = None, *, admin: bool = False, password: str = PASSWORD) -> Any:
         with session_scope(settings.db_url) as s:
@@ -171,7 +171,7 @@ def login(app: Any) -> Callable[..., TestClient]:
 @pytest.fixture
 def make_project(settings: Any) -> Callable[..., Any]:
     from loupe.db.session import session_scope
-    from loupe.services import projects
+    from loupe.services.projects import core as projects
 
     def _make(
         owner: Any,

@@ -114,7 +114,7 @@ def user_create(
 ) -> None:
     """Create a user; the password comes from LOUPE_PASSWORD or a prompt."""
     from loupe.db.session import session_scope
-    from loupe.services import auth
+    from loupe.services.auth import core as auth
 
     password = os.environ.get("LOUPE_PASSWORD")
     if not password:
@@ -154,7 +154,8 @@ def project_create(
     from loupe.db.models import SiteRole, User
     from loupe.db.session import session_scope
     from loupe.errors import ErrorCode
-    from loupe.services import project_schema, projects
+    from loupe.services.projects import core as projects
+    from loupe.services.projects import schema as project_schema
 
     settings = _migrated_settings()
     try:
@@ -202,8 +203,8 @@ def ingest(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from loupe.db.session import session_scope
-    from loupe.services import projects
-    from loupe.services.ingest import ingest_paths
+    from loupe.services.items.ingest import ingest_paths
+    from loupe.services.projects import core as projects
 
     settings = _migrated_settings()
     try:
@@ -257,8 +258,8 @@ def train(
     from rich.progress import BarColumn, Progress, TextColumn
 
     from loupe.db.session import session_scope
-    from loupe.services import projects
-    from loupe.services import train as train_service
+    from loupe.services.projects import core as projects
+    from loupe.services.training import train as train_service
 
     settings = _migrated_settings()
     try:

@@ -79,7 +79,9 @@ def export(
 ) -> None:
     """Export a project as CSV (one row per item) or as a dataset ZIP."""
     from loupe.db.session import session_scope
-    from loupe.services import exports, exports_zip, projects
+    from loupe.services.exports import archive as exports_zip
+    from loupe.services.exports import core as exports
+    from loupe.services.projects import core as projects
 
     if fmt not in ("csv", "zip"):
         raise _fail(LoupeError(ErrorCode.INVALID, f"--format {fmt!r}: use csv or zip"))
@@ -147,7 +149,8 @@ def report(
     import shutil
 
     from loupe.db.session import session_scope
-    from loupe.services import projects, reports
+    from loupe.services.projects import core as projects
+    from loupe.services.reports import core as reports
 
     settings = _migrated_settings()
     try:
@@ -179,7 +182,8 @@ def import_labels(
 ) -> None:
     """Import labels from a CSV; exit 0 when every row applied, 3 when some could not."""
     from loupe.db.session import session_scope
-    from loupe.services import label_import, projects
+    from loupe.services.labels import import_csv as label_import
+    from loupe.services.projects import core as projects
 
     settings = _migrated_settings()
     try:
@@ -220,8 +224,8 @@ def import_dataset(
 
     from loupe.db.models import SiteRole, User
     from loupe.db.session import session_scope
-    from loupe.services import projects
-    from loupe.services.label_import_zip import import_dataset_zip
+    from loupe.services.labels.import_zip import import_dataset_zip
+    from loupe.services.projects import core as projects
 
     settings = _migrated_settings()
     try:

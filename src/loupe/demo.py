@@ -87,8 +87,9 @@ def prepare_demo(settings: Settings) -> tuple[str, str]:
 
     from loupe.db.models import User
     from loupe.db.session import session_scope
-    from loupe.services import auth, projects
-    from loupe.services.ingest import ingest_paths
+    from loupe.services.auth import core as auth
+    from loupe.services.items.ingest import ingest_paths
+    from loupe.services.projects import core as projects
 
     cred = settings.home / "demo-admin.txt"
     with session_scope(settings.db_url) as db:
@@ -152,8 +153,8 @@ def _seed_first_model(settings: Settings, project_id: int, user_id: int, source:
 
     from loupe.db.models import Item, ModelVersion
     from loupe.db.session import session_scope
-    from loupe.services.labels import LabelValue, set_label
-    from loupe.services.train import train_project
+    from loupe.services.labels.core import LabelValue, set_label
+    from loupe.services.training.train import train_project
 
     truth = json.loads((source / TRUTH_FILE).read_text())
     with session_scope(settings.db_url) as db:

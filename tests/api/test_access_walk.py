@@ -64,8 +64,8 @@ def _snapshot(db: Any) -> dict[str, Any]:
 
 def _world(make_user: Any, make_project: Any, make_item: Any, db: Any, login: Any) -> Any:
     from loupe.db.types import utcnow
-    from loupe.services.labels import LabelValue, set_label
-    from loupe.services.projects import add_member, get_or_create_case
+    from loupe.services.labels.core import LabelValue, set_label
+    from loupe.services.projects.core import add_member, get_or_create_case
 
     owner = make_user("owner-secret@example.org")
     viewer = make_user()
@@ -107,7 +107,7 @@ def _world(make_user: Any, make_project: Any, make_item: Any, db: Any, login: An
         )
     )
     db.commit()
-    from loupe.services.reports import generate_case_report
+    from loupe.services.reports.core import generate_case_report
     from loupe.settings import get_settings
 
     report = generate_case_report(get_settings(), project.id, case.id, owner.id)

@@ -40,8 +40,8 @@ def build_world(
 ) -> dict[str, Any]:
     """A classify project: 2 cases (one with a non-ASCII name), 9 items with file-name
     metadata, 6 human labels by two users, one unsure, and a model's drafts."""
-    from loupe.services.ingest import ingest_paths
-    from loupe.services.labels import LabelValue, set_label
+    from loupe.services.items.ingest import ingest_paths
+    from loupe.services.labels.core import LabelValue, set_label
 
     owner = make_user("owner@lab.org")
     helper = make_user("helper@lab.org")
@@ -215,7 +215,7 @@ def test_empty_project_exports_are_valid_empty_files(
 def test_score_project_csv_has_a_column_per_metric(
     settings: Any, db: Any, make_user: Any, make_project: Any, make_item: Any, login: Any
 ) -> None:
-    from loupe.services.labels import LabelValue, set_label
+    from loupe.services.labels.core import LabelValue, set_label
 
     owner = make_user()
     project = make_project(owner, task="score")
@@ -306,7 +306,7 @@ def test_dataset_zip_has_labels_schema_manifest_split_and_images(
 def test_export_job_writes_a_file_to_download(
     settings: Any, db: Any, make_user: Any, make_project: Any, login: Any, tmp_path: Path
 ) -> None:
-    from loupe.services.projects import add_member
+    from loupe.services.projects.core import add_member
 
     w = build_world(settings, db, make_user, make_project, tmp_path)
     pid = w["project"].id
@@ -346,9 +346,9 @@ def test_zip_round_trip_export_import_export_gives_the_same_labels(
     settings: Any, db: Any, make_user: Any, make_project: Any, login: Any, tmp_path: Path
 ) -> None:
     from loupe.db.models import Project
-    from loupe.services import exports
-    from loupe.services.exports_zip import DatasetOptions, write_dataset_zip
-    from loupe.services.label_import_zip import import_dataset_zip
+    from loupe.services.exports import core as exports
+    from loupe.services.exports.archive import DatasetOptions, write_dataset_zip
+    from loupe.services.labels.import_zip import import_dataset_zip
 
     w = build_world(settings, db, make_user, make_project, tmp_path)
     pid = w["project"].id

@@ -9,7 +9,8 @@ from typing import Any
 
 from loupe.db.models import Membership
 from loupe.db.session import session_scope
-from loupe.services import job_runner, jobs
+from loupe.jobs import core as jobs
+from loupe.jobs import runner as job_runner
 
 
 def _queued(settings: Any, project_id: int | None, user_id: int | None, **params: Any) -> int:

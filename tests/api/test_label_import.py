@@ -28,7 +28,7 @@ def _state(db: Any) -> tuple[Any, ...]:
 def world(settings: Any, db: Any, make_user: Any, make_project: Any, make_item: Any) -> Any:
     """Six items: a human label, a model-origin label, an unlabelled pair sharing a
     file name, and two plain unlabelled ones."""
-    from loupe.services.labels import LabelValue, set_label
+    from loupe.services.labels.core import LabelValue, set_label
 
     owner = make_user()
     project = make_project(owner)
@@ -61,7 +61,7 @@ CSV = (
 
 
 def test_dry_run_reports_every_row_and_changes_nothing(settings: Any, db: Any, world: Any) -> None:
-    from loupe.services.label_import import import_labels
+    from loupe.services.labels.import_csv import import_labels
 
     before = _state(db)
     report = import_labels(settings, world["project"].id, CSV.encode(), dry_run=True)
@@ -88,7 +88,7 @@ def test_dry_run_reports_every_row_and_changes_nothing(settings: Any, db: Any, w
 def test_import_writes_audited_labels_and_keeps_human_ones(
     settings: Any, db: Any, world: Any
 ) -> None:
-    from loupe.services.label_import import import_labels
+    from loupe.services.labels.import_csv import import_labels
 
     pid, items = world["project"].id, world["items"]
     report = import_labels(settings, pid, CSV.encode(), user_id=world["owner"].id)
@@ -117,7 +117,7 @@ def test_import_writes_audited_labels_and_keeps_human_ones(
 
 
 def test_sha256_keys_paths_and_other_separators(settings: Any, db: Any, world: Any) -> None:
-    from loupe.services.label_import import import_labels
+    from loupe.services.labels.import_csv import import_labels
 
     items, other = world["items"], world["other"]
     csv_text = (
@@ -136,7 +136,7 @@ def test_score_import_and_bad_files(
     settings: Any, db: Any, make_user: Any, make_project: Any, make_item: Any
 ) -> None:
     from loupe.errors import LoupeError
-    from loupe.services.label_import import import_labels
+    from loupe.services.labels.import_csv import import_labels
 
     owner = make_user()
     project = make_project(owner, task="score")
@@ -169,7 +169,7 @@ def test_score_import_and_bad_files(
 def test_api_import_with_dry_run_and_roles(
     settings: Any, db: Any, world: Any, make_user: Any, login: Any
 ) -> None:
-    from loupe.services.projects import add_member
+    from loupe.services.projects.core import add_member
 
     pid = world["project"].id
     viewer = make_user()
@@ -195,7 +195,7 @@ def test_export_then_import_round_trip_is_unchanged(
     settings: Any, db: Any, world: Any, login: Any
 ) -> None:
     """Loupe's own CSV re-imports as is: every labelled row is 'unchanged'."""
-    from loupe.services.label_import import import_labels
+    from loupe.services.labels.import_csv import import_labels
 
     pid = world["project"].id
     version = ModelVersion(project_id=pid, number=1, status="ready", active=True)

@@ -130,7 +130,7 @@ def test_a_model_can_never_replace_a_human_label(
     import pytest
 
     from loupe.errors import LoupeError
-    from loupe.services.labels import LabelValue, batch_apply, set_label
+    from loupe.services.labels.core import LabelValue, batch_apply, set_label
 
     owner = make_user()
     project = make_project(owner)
@@ -168,7 +168,7 @@ def test_a_model_can_never_replace_a_human_label(
 def test_item_listing_filters_and_keyset_paging(
     login: Any, make_user: Any, make_project: Any, make_item: Any, db: Any
 ) -> None:
-    from loupe.services.projects import get_or_create_case
+    from loupe.services.projects.core import get_or_create_case
 
     owner = make_user()
     project = make_project(owner)

@@ -110,7 +110,7 @@ def test_schema_change_cannot_orphan_labels(
     login: Any, make_user: Any, make_project: Any, db: Any
 ) -> None:
     from loupe.db.models import Item
-    from loupe.services.labels import LabelValue, set_label
+    from loupe.services.labels.core import LabelValue, set_label
 
     owner = make_user()
     project = make_project(owner)

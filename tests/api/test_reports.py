@@ -76,7 +76,7 @@ def photo_pixels(page: np.ndarray) -> int:
 def test_report_of_a_finished_case_shows_everything_and_regenerates_identically(
     settings: Any, db: Any, make_user: Any, make_project: Any, login: Any, tmp_path: Path
 ) -> None:
-    from loupe.services.ingest import ingest_paths
+    from loupe.services.items.ingest import ingest_paths
 
     owner = make_user("curator@lab.org")
     project = make_project(owner, name="Marrow ward", settings_={"ensemble": FAST})
@@ -187,8 +187,8 @@ def test_score_report_has_summaries_and_a_distribution_chart(
     settings: Any, db: Any, make_user: Any, make_project: Any, make_item: Any, login: Any,
     tmp_path: Path,
 ) -> None:  # fmt: skip
-    from loupe.services.labels import LabelValue, set_label
-    from loupe.services.projects import get_or_create_case
+    from loupe.services.labels.core import LabelValue, set_label
+    from loupe.services.projects.core import get_or_create_case
 
     owner = make_user()
     project = make_project(owner, task="score")
@@ -232,7 +232,7 @@ def test_score_report_has_summaries_and_a_distribution_chart(
 def test_history_lists_my_reports_and_downloads_need_membership(
     app: Any, db: Any, make_user: Any, make_project: Any, make_item: Any, login: Any
 ) -> None:
-    from loupe.services.projects import add_member, remove_member
+    from loupe.services.projects.core import add_member, remove_member
 
     owner, annotator, viewer, stranger = make_user(), make_user(), make_user(), make_user()
     project = make_project(owner)

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from loupe.services.signed_urls import WINDOW_S, check_thumbnail, thumbnail_url
+from loupe.services.items.signed_urls import WINDOW_S, check_thumbnail, thumbnail_url
 
 
 def test_signed_thumbnail_urls(

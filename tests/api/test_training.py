@@ -44,7 +44,7 @@ def _tiles(root: Path, per_class: int = 8) -> dict[str, list[Path]]:
 def trained_setup(
     settings: Any, make_user: Any, make_project: Any, login: Any, tmp_path: Path
 ) -> Any:
-    from loupe.services.ingest import ingest_paths
+    from loupe.services.items.ingest import ingest_paths
 
     def _make(members: list[str] = FAST, task: str = "classify", **project_settings: Any) -> Any:
         owner = make_user()

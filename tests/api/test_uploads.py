@@ -120,7 +120,7 @@ def test_upload_needs_annotator_and_files(
     client: Any, login: Any, make_user: Any, make_project: Any, settings: Any
 ) -> None:
     from loupe.db.session import session_scope
-    from loupe.services import projects
+    from loupe.services.projects import core as projects
 
     owner, viewer = make_user(), make_user()
     project = make_project(owner)

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from loupe.services import job_runner, jobs
+from loupe.jobs import core as jobs
+from loupe.jobs import runner as job_runner
 
 REDIS_URL = os.environ.get("LOUPE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 TIMEOUT_S = 30.0

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pytest
 
 from loupe.errors import LoupeError
-from loupe.services.exports import csv_text_chunks, iso, parse_when
-from loupe.services.exports_zip import DatasetOptions, ImageNamer, assign_split, split_unit
+from loupe.services.exports.archive import DatasetOptions, ImageNamer, assign_split, split_unit
+from loupe.services.exports.core import csv_text_chunks, iso, parse_when
 
 
 def test_split_is_deterministic_and_follows_the_fractions() -> None:

@@ -14,8 +14,8 @@ from sqlalchemy import select
 
 from loupe.db.models import Annotation, Case, Item, Job
 from loupe.errors import ErrorCode, LoupeError
-from loupe.services import ingest
-from loupe.services.items import item_file_path, thumbnail_file, thumbnail_path
+from loupe.services.items import ingest
+from loupe.services.items.files import item_file_path, thumbnail_file, thumbnail_path
 
 PATTERN = r"(?P<case>S-\d+)-(?P<magnification>\d+X)_Image(?P<serial>\d+)_ch(?P<channel>\d+)"
 
@@ -224,7 +224,7 @@ def test_dicom_series_in_subfolder_gets_folder_case(
 def test_reimport_of_renamed_copy_returns_existing_and_keeps_label(
     settings: Any, project: Any, owner: Any, db: Any, tmp_path: Path
 ) -> None:
-    from loupe.services.labels import LabelValue, set_label
+    from loupe.services.labels.core import LabelValue, set_label
 
     first = jpeg(tmp_path / "one" / "cell.jpg", seed=11)
     report = ingest.ingest_paths(settings, project.id, [first])
@@ -347,7 +347,7 @@ def test_decompression_bomb_is_reported(settings: Any, project: Any, tmp_path: P
 def test_unexpected_error_fails_only_that_file(
     settings: Any, project: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from loupe.services import ingest_files
+    from loupe.services.items import ingest_files
 
     real = ingest_files.make_thumbnail
 
@@ -446,7 +446,7 @@ def test_ingest_uploaded_keeps_original_names(
 def test_ingest_job_runs_and_records_the_report(
     settings: Any, project: Any, owner: Any, db: Any, tmp_path: Path
 ) -> None:
-    from loupe.services import jobs
+    from loupe.jobs import core as jobs
 
     jpeg(tmp_path / "in" / "a.jpg")
     (tmp_path / "in" / "z.jpg").write_bytes(b"")

@@ -14,8 +14,9 @@ from loupe.db.models import Job, JobStatus
 from loupe.db.session import session_scope
 from loupe.db.types import utcnow
 from loupe.errors import ErrorCode, LoupeError
-from loupe.services import job_runner, jobs
-from loupe.services.job_runner import JobContext
+from loupe.jobs import core as jobs
+from loupe.jobs import runner as job_runner
+from loupe.jobs.runner import JobContext
 
 
 @pytest.fixture
@@ -361,11 +362,11 @@ def test_stale_job_with_a_cancel_request_is_reaped_as_cancelled(settings: Any, o
 
 def test_kind_modules_register_the_built_in_kinds_and_old_imports_still_work():
     assert {"selftest", "ingest"} <= set(jobs.load_job_kinds())
-    assert "loupe.services.ingest" in jobs.KIND_MODULES
+    assert "loupe.services.items.ingest" in jobs.KIND_MODULES
     assert jobs.JOB_KINDS["selftest"] is job_runner.selftest
     # Worker-side names moved to job_runner are re-exported (lazily) by jobs.
-    from loupe.services.jobs import JobContext as Reexported
-    from loupe.services.jobs import reap_stale_jobs, run_job
+    from loupe.jobs.core import JobContext as Reexported
+    from loupe.jobs.core import reap_stale_jobs, run_job
 
     assert Reexported is JobContext
     assert (run_job, reap_stale_jobs) == (job_runner.run_job, job_runner.reap_stale_jobs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from loupe.errors import LoupeError
-from loupe.services.project_schema import schema_from_cli, validate_label, validate_schema
+from loupe.services.projects.schema import schema_from_cli, validate_label, validate_schema
 
 
 def test_cli_metrics_parse_into_a_score_schema() -> None:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from loupe.db.models import Membership, Project, ProjectRole, User
 from loupe.db.session import session_scope
 from loupe.errors import ErrorCode, LoupeError
-from loupe.services import auth
+from loupe.services.auth import core as auth
 from loupe.settings import Settings, get_settings
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 from huey import Huey
 
-from loupe.services import job_runner
+from loupe.jobs import runner as job_runner
 from loupe.settings import Settings
 
 

@@ -18,14 +18,14 @@ from typing import Any
 
 from huey.consumer import Consumer
 
+from loupe.jobs.core import load_job_kinds
 from loupe.jobs.queue import get_huey
-from loupe.services.job_runner import (
+from loupe.jobs.runner import (
     DEFAULT_STALE_AFTER_S,
     fail_worker_jobs,
     reap_stale_jobs,
     worker_name,
 )
-from loupe.services.jobs import load_job_kinds
 from loupe.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)

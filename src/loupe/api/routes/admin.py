@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from loupe.api.deps import AdminUser, SessionDep, SettingsDep
-from loupe.services import site
+from loupe.services.auth import site
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 

@@ -19,7 +19,8 @@ from loupe.api.schemas.users import (
 )
 from loupe.db.models import ApiToken
 from loupe.errors import ErrorCode, LoupeError
-from loupe.services import auth, site
+from loupe.services.auth import core as auth
+from loupe.services.auth import site
 from loupe.settings import Settings
 
 router = APIRouter(prefix="/auth", tags=["auth"])

@@ -10,7 +10,7 @@ from loupe.api.schemas.projects import CaseCreate, CasePublic, CasesPublic, Case
 from loupe.db.models import Annotation, Case, Item
 from loupe.db.types import utcnow
 from loupe.errors import ErrorCode, LoupeError
-from loupe.services import projects as svc
+from loupe.services.projects import core as svc
 
 router = APIRouter(prefix="/projects/{project_id}/cases", tags=["cases"])
 

@@ -32,9 +32,12 @@ from loupe.api.schemas.exports import (
 from loupe.api.schemas.jobs import JobPublic
 from loupe.db.models import Job, JobStatus, Project, ProjectRole, Report
 from loupe.errors import ErrorCode, LoupeError
-from loupe.services import exports, exports_zip, label_import, reports
-from loupe.services import jobs as job_service
-from loupe.services import projects as project_service
+from loupe.jobs import core as job_service
+from loupe.services.exports import archive as exports_zip
+from loupe.services.exports import core as exports
+from loupe.services.labels import import_csv as label_import
+from loupe.services.projects import core as project_service
+from loupe.services.reports import core as reports
 
 router = APIRouter(tags=["exports"])
 
@@ -79,7 +82,7 @@ def export_csv(
     labelled_only: bool = Query(False, description="only items with a human label"),
     bom: bool = Query(True, description="start with a UTF-8 byte-order mark (for Excel)"),
 ) -> StreamingResponse:
-    """One row per item, streamed as it is read (see ``loupe.services.exports``)."""
+    """One row per item, streamed as it is read (see ``loupe.services.exports.core``)."""
     f = _filter(case_id, since, until, labelled_only)
     exports.check_export(settings, project.id, f)
     name = exports.export_basename(project.name, ".csv")
@@ -192,7 +195,7 @@ def import_labels(
     dry_run: bool = Form(False, description="only report what would change"),
     overwrite: bool = Form(False, description="replace differing human labels"),
 ) -> dict[str, Any]:
-    """Import labels matched by sha256 or file name; see ``loupe.services.label_import``."""
+    """Import labels matched by sha256 or file name; see ``loupe.services.labels.import_csv``."""
     db.commit()  # the import writes in a session of its own
     report = label_import.import_labels(
         settings, project.id, file.file, dry_run=dry_run, overwrite=overwrite, user_id=user.id
@@ -259,8 +262,8 @@ def import_dataset(
     name: str | None = Form(None, max_length=200, description="name of the new project"),
 ) -> dict[str, Any]:
     """Create a project (owned by the caller) from a Loupe dataset ZIP: items, classes, labels."""
-    from loupe.services.ingest import save_upload
-    from loupe.services.label_import_zip import import_dataset_zip
+    from loupe.services.items.ingest import save_upload
+    from loupe.services.labels.import_zip import import_dataset_zip
 
     db.commit()  # the import writes in sessions of its own
     path = save_upload(settings, file.file, "dataset.zip", max_bytes=settings.max_upload_bytes)

@@ -11,9 +11,9 @@ from sqlalchemy import text
 import loupe
 from loupe.api.deps import SessionDep, SettingsDep
 from loupe.db.models import ProjectRole, Task
-from loupe.services import site
-from loupe.services.auth import count_users
-from loupe.services.project_schema import PALETTE, RESERVED_LABELS
+from loupe.services.auth import site
+from loupe.services.auth.core import count_users
+from loupe.services.projects.schema import PALETTE, RESERVED_LABELS
 
 router = APIRouter(tags=["info"])
 
@@ -41,7 +41,7 @@ class HealthPublic(BaseModel):
 @router.get("/info", response_model=InfoPublic)
 def info(settings: SettingsDep, db: SessionDep) -> InfoPublic:
     registries: dict[str, Any] = {}
-    from loupe.services.jobs import load_job_kinds
+    from loupe.jobs.core import load_job_kinds
 
     registries["job_kinds"] = sorted(load_job_kinds())
     from loupe.features import available_backbones

@@ -8,9 +8,10 @@ from fastapi.responses import FileResponse, Response
 from loupe.api.deps import OwnerProject, SessionDep, SettingsDep, ViewerProject
 from loupe.api.schemas.common import Message
 from loupe.api.schemas.items import AnnotationPublic, DraftPublic, ItemPublic, ItemsPublic
-from loupe.services import item_query, signed_urls
-from loupe.services import items as item_files
-from loupe.services.labels import NONE_KIND, get_item
+from loupe.services.items import files as item_files
+from loupe.services.items import query as item_query
+from loupe.services.items import signed_urls
+from loupe.services.labels.core import NONE_KIND, get_item
 from loupe.settings import Settings
 
 router = APIRouter(prefix="/projects/{project_id}/items", tags=["items"])

@@ -27,7 +27,7 @@ from loupe.api.deps import (
 from loupe.api.schemas.jobs import JobPublic, JobsPublic, SelftestCreate
 from loupe.db.models import Job, JobStatus, Project, ProjectRole, User
 from loupe.errors import ErrorCode, LoupeError
-from loupe.services import jobs as svc
+from loupe.jobs import core as svc
 from loupe.settings import Settings
 
 router = APIRouter(tags=["jobs"])

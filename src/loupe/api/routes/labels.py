@@ -17,7 +17,9 @@ from loupe.api.schemas.items import (
     LabelSet,
 )
 from loupe.db.models import User
-from loupe.services import item_query, labels, train
+from loupe.services.items import query as item_query
+from loupe.services.labels import core as labels
+from loupe.services.training import train
 from loupe.settings import Settings
 
 router = APIRouter(prefix="/projects/{project_id}", tags=["labels"])

@@ -28,7 +28,8 @@ from loupe.api.schemas.models import (
 )
 from loupe.db.models import Job, ModelVersion
 from loupe.errors import ErrorCode, LoupeError
-from loupe.services import item_query, predictions, train
+from loupe.services.items import query as item_query
+from loupe.services.training import predictions, train
 
 router = APIRouter(prefix="/projects/{project_id}", tags=["models"])
 

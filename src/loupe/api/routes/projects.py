@@ -18,7 +18,7 @@ from loupe.api.schemas.projects import (
     ProjectUpdate,
 )
 from loupe.db.models import Membership, Project, User
-from loupe.services import projects as svc
+from loupe.services.projects import core as svc
 
 router = APIRouter(prefix="/projects", tags=["projects"])
 

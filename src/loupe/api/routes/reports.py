@@ -17,7 +17,7 @@ from loupe.api.deps import CurrentUser, SessionDep, SettingsDep
 from loupe.api.routes.exports import report_public
 from loupe.api.schemas.exports import ReportsPublic
 from loupe.db.models import Project
-from loupe.services import reports
+from loupe.services.reports import core as reports
 
 router = APIRouter(tags=["reports"])
 

@@ -8,8 +8,8 @@ from sqlalchemy import select
 from loupe.api.deps import SessionDep, SettingsDep
 from loupe.db.models import Item
 from loupe.errors import ErrorCode, LoupeError
-from loupe.services import items as item_files
-from loupe.services.signed_urls import check_thumbnail
+from loupe.services.items import files as item_files
+from loupe.services.items.signed_urls import check_thumbnail
 
 router = APIRouter(prefix="/thumbs", tags=["items"])
 

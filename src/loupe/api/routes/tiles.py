@@ -16,8 +16,8 @@ from loupe.api.deps import SessionDep, ViewerProject
 from loupe.errors import ErrorCode, LoupeError
 from loupe.media import MediaError
 from loupe.media import tiles as media_tiles
-from loupe.services import items as item_files
-from loupe.services.labels import get_item
+from loupe.services.items import files as item_files
+from loupe.services.labels.core import get_item
 
 router = APIRouter(prefix="/projects/{project_id}/items/{item_id}", tags=["tiles"])
 

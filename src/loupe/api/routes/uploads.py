@@ -22,8 +22,8 @@ from loupe.api.deps import AdminUser, AnnotatorProject, CurrentUser, SessionDep,
 from loupe.api.schemas.common import ErrorResponse
 from loupe.api.schemas.uploads import ImportCreate, ImportJobPublic, IngestReportPublic
 from loupe.errors import ErrorCode, LoupeError
-from loupe.services import ingest
-from loupe.services import jobs as job_service
+from loupe.jobs import core as job_service
+from loupe.services.items import ingest
 from loupe.settings import Settings
 
 router = APIRouter(tags=["uploads"])

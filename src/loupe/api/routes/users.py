@@ -9,7 +9,7 @@ from loupe.api.deps import AdminUser, SessionDep
 from loupe.api.schemas.users import UserCreate, UserPublic, UsersPublic, UserUpdate
 from loupe.db.models import SiteRole, User
 from loupe.errors import ErrorCode, LoupeError
-from loupe.services import auth
+from loupe.services.auth import core as auth
 
 router = APIRouter(prefix="/users", tags=["users"])
 

@@ -1,9 +1,9 @@
 """CSV export of a project: one row per item, streamed with flat memory.
 
 Rows are read in keyset pages inside one read transaction (see
-:mod:`loupe.services.export_rows`, which also builds each row's cells), so a
+:mod:`loupe.services.exports.rows`, which also builds each row's cells), so a
 100,000-item project never sits in memory and the export is a consistent
-snapshot. The same rows feed the dataset ZIP (:mod:`loupe.services.exports_zip`).
+snapshot. The same rows feed the dataset ZIP (:mod:`loupe.services.exports.archive`).
 
 Columns (``export_columns``): ``item_id, filename, sha256, case``, one
 ``meta_<field>`` per metadata field parsed from the file names, the human label
@@ -29,7 +29,7 @@ from typing import Any
 
 from loupe.db.session import session_scope
 from loupe.errors import ErrorCode, LoupeError
-from loupe.services.export_rows import (
+from loupe.services.exports.rows import (
     N_FIXED,
     NONE_KIND,
     PAGE,

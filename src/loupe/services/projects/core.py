@@ -19,7 +19,7 @@ from loupe.db.models import (
 )
 from loupe.db.types import utcnow
 from loupe.errors import ErrorCode, LoupeError
-from loupe.services.project_schema import validate_schema
+from loupe.services.projects.schema import validate_schema
 
 DEFAULT_SETTINGS: dict[str, Any] = {
     "ensemble": ["effnet-lite0", "mobilenet_v2"],

@@ -24,7 +24,7 @@ from loupe.media import (
     sha256_file,
     thumbnail_dicom_series,
 )
-from loupe.services.items import store_thumbnail, thumbnail_file
+from loupe.services.items.files import store_thumbnail, thumbnail_file
 from loupe.settings import Settings
 
 NOT_MEDIA = "not an image (unrecognised format)"

@@ -20,7 +20,7 @@ from loupe.errors import ErrorCode, LoupeError
 from loupe.settings import Settings
 
 if TYPE_CHECKING:
-    from loupe.services.train import TrainingData
+    from loupe.services.training.train import TrainingData
 
 log = logging.getLogger(__name__)
 Report = Callable[[float, str], None]
@@ -111,7 +111,7 @@ def _mark_unreadable(settings: Settings, errors: dict[int, str]) -> None:
 def fit_and_predict(
     settings: Settings, data: TrainingData, version_id: int, *, mode: str, report: Report
 ) -> FitOutcome:
-    from loupe.services.project_schema import class_names
+    from loupe.services.projects.schema import class_names
 
     members = list(data.settings.get("ensemble") or ["effnet-lite0", "mobilenet_v2"])
     ids, matrices, errors = compute_features(settings, data, members, report=report)

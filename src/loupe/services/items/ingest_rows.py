@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from loupe.db.models import Case, Item
 from loupe.db.session import session_scope
 from loupe.errors import ErrorCode, LoupeError
-from loupe.services.ingest_files import Probed, Source
+from loupe.services.items.ingest_files import Probed, Source
 from loupe.settings import Settings
 
 BATCH = 200  # items per transaction

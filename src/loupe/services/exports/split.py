@@ -5,7 +5,7 @@ item itself when it has no case) goes to the bucket where
 ``sha256("<seed>:<unit>")``, read as a number in [0, 1), falls. It depends only
 on the seed and the case names / file hashes, so re-exports and re-imported
 projects split alike. Images go to ``images/<class>/<file>`` (ImageFolder);
-see :mod:`loupe.services.exports_zip`.
+see :mod:`loupe.services.exports.archive`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Row
 
 from loupe.errors import ErrorCode, LoupeError
-from loupe.services.export_rows import ExportFilter
+from loupe.services.exports.rows import ExportFilter
 
 SPLITS = ("train", "val", "test")
 UNLABELED = "_unlabeled"

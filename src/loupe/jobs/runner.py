@@ -1,4 +1,4 @@
-"""Running jobs: the worker side of :mod:`loupe.services.jobs`.
+"""Running jobs: the worker side of :mod:`loupe.jobs.core`.
 
 :func:`run_job` claims a ``queued`` row (``queued`` -> ``running`` in one
 conditional UPDATE, so a duplicate or late message is a no-op), runs the kind's
@@ -27,7 +27,7 @@ from loupe.db.models import Job, JobStatus
 from loupe.db.session import session_scope
 from loupe.db.types import utcnow
 from loupe.errors import ErrorCode, LoupeError
-from loupe.services.jobs import load_job_kinds, register_job_kind
+from loupe.jobs.core import load_job_kinds, register_job_kind
 from loupe.settings import Settings
 
 log = logging.getLogger(__name__)

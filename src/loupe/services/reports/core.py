@@ -6,7 +6,7 @@ was the newest ready one at that moment, and every list is sorted, so
 regenerating it gives a byte-identical PDF (the same sha256, the same file).
 An open case's report is dated now and says it is a draft.
 
-The case's data is gathered by :mod:`loupe.services.report_data`.
+The case's data is gathered by :mod:`loupe.services.reports.data`.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from loupe.db.session import session_scope
 from loupe.errors import ErrorCode, LoupeError
 from loupe.fsutil import atomic_write
 from loupe.reports.case_report import build_case_pdf
-from loupe.services.report_data import OTHER_COLORS as OTHER_COLORS
-from loupe.services.report_data import RESOLUTION_ORDER as RESOLUTION_ORDER
-from loupe.services.report_data import collect_case_data
+from loupe.services.reports.data import OTHER_COLORS as OTHER_COLORS
+from loupe.services.reports.data import RESOLUTION_ORDER as RESOLUTION_ORDER
+from loupe.services.reports.data import collect_case_data
 from loupe.settings import Settings
 
 REPORT_KIND = "case_pdf"

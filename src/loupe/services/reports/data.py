@@ -2,7 +2,7 @@
 
 A finished case's data depends only on what was true when it was finished
 (its ``finished_at``, the newest model ready then) and every list is sorted, so
-the PDF built from it (:mod:`loupe.services.reports`) is byte-identical each time.
+the PDF built from it (:mod:`loupe.services.reports.core`) is byte-identical each time.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ from loupe.reports.case_report import (
     Thumb,
     ThumbGroup,
 )
-from loupe.services import items as item_files
-from loupe.services.project_schema import PALETTE
+from loupe.services.items import files as item_files
+from loupe.services.projects.schema import PALETTE
 from loupe.settings import Settings
 
 OTHER_COLORS = {"unsure": "#9e9e9e", "skip": "#c8c8c8", "scored": "#4e79a7"}

@@ -23,7 +23,7 @@ from loupe.db.models import Annotation, AnnotationEvent, Item, Job, ModelVersion
 from loupe.db.session import session_scope
 from loupe.db.types import utcnow
 from loupe.errors import ErrorCode, LoupeError
-from loupe.services.jobs import JobContext, register_job_kind, submit
+from loupe.jobs.core import JobContext, register_job_kind, submit
 from loupe.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ def train_project(
     mode: str = "frozen",
 ) -> dict[str, Any]:
     """Train, predict every item and activate the new version; return a summary."""
-    from loupe.services.train_steps import fit_and_predict, write_predictions
+    from loupe.services.training.steps import fit_and_predict, write_predictions
 
     report = progress or (lambda _f, _m: None)
     with session_scope(settings.db_url, write=False) as db:

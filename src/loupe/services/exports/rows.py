@@ -3,9 +3,9 @@
 Rows are read in keyset pages (``WHERE items.id > :last ORDER BY items.id LIMIT
 n``) inside one read transaction, so a 100,000-item project never sits in
 memory and the export is a consistent snapshot. The CSV export
-(:mod:`loupe.services.exports`) and the dataset ZIP
-(:mod:`loupe.services.exports_zip`) both write these rows; the columns are
-listed in :mod:`loupe.services.exports`.
+(:mod:`loupe.services.exports.core`) and the dataset ZIP
+(:mod:`loupe.services.exports.archive`) both write these rows; the columns are
+listed in :mod:`loupe.services.exports.core`.
 """
 
 from __future__ import annotations
@@ -340,7 +340,7 @@ def meta_fields(db: Session, project: Project) -> list[str]:
 
 
 def layout_for(db: Session, project: Project, f: ExportFilter) -> ExportLayout:
-    from loupe.services.project_schema import class_names
+    from loupe.services.projects.schema import class_names
 
     version = active_version(db, project.id)
     metrics: tuple[str, ...] = ()

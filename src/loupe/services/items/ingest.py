@@ -46,8 +46,9 @@ from sqlalchemy import select
 from loupe.db.models import Item, Project
 from loupe.db.session import session_scope
 from loupe.errors import ErrorCode, LoupeError
+from loupe.jobs.core import JobContext, register_job_kind
 from loupe.media import MediaError, iter_media_files
-from loupe.services.ingest_files import (
+from loupe.services.items.ingest_files import (
     NOT_MEDIA,
     DicomFile,
     Probed,
@@ -57,7 +58,7 @@ from loupe.services.ingest_files import (
     prepare_file,
     prepare_series,
 )
-from loupe.services.ingest_rows import (
+from loupe.services.items.ingest_rows import (
     BATCH,
     NO_MATCH,
     CaseRule,
@@ -65,7 +66,6 @@ from loupe.services.ingest_rows import (
     ItemWriter,
     compile_case_pattern,
 )
-from loupe.services.jobs import JobContext, register_job_kind
 from loupe.settings import Settings
 
 __all__ = [

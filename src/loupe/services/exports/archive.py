@@ -6,15 +6,15 @@ file in ``settings.exports_dir`` by the ``export`` job (:func:`run_export_job`),
 or straight into an HTTP response (:func:`stream_dataset_zip`, for an
 unseekable output zipfile writes data descriptors).
 
-``labels.csv`` is the CSV export (:mod:`loupe.services.exports`) plus two
+``labels.csv`` is the CSV export (:mod:`loupe.services.exports.core`) plus two
 columns: ``split`` (train | val | test) and ``image`` (the path inside the
 archive, when images are included). The split is deterministic: each *unit*
 (the item's case, so one patient never straddles two splits; the item itself
 when it has no case) goes to the bucket where ``sha256("<seed>:<unit>")``,
-read as a number in [0, 1), falls (:mod:`loupe.services.dataset_split`). It
+read as a number in [0, 1), falls (:mod:`loupe.services.exports.split`). It
 depends only on the seed and the case names / file hashes, so re-exports and
 re-imported projects split alike. ``manifest.json`` is built by
-:mod:`loupe.services.dataset_manifest`.
+:mod:`loupe.services.exports.manifest`.
 
 The ``images/`` tree follows the layout of torchvision's ``ImageFolder`` and
 FiftyOne's ``ImageClassificationDirectoryTree``: ``images/<class>/<file>``, with
@@ -40,14 +40,18 @@ from sqlalchemy.orm import Session
 from loupe.db.models import Project
 from loupe.db.session import session_scope
 from loupe.errors import ErrorCode, LoupeError
-from loupe.services import export_rows, exports
-from loupe.services.dataset_manifest import FORMAT as FORMAT
-from loupe.services.dataset_manifest import FORMAT_VERSION as FORMAT_VERSION
-from loupe.services.dataset_manifest import Tally, build_manifest, schema_entry
-from loupe.services.dataset_manifest import backbone_hashes as backbone_hashes
-from loupe.services.dataset_split import SPLITS as SPLITS
-from loupe.services.dataset_split import UNLABELED as UNLABELED
-from loupe.services.dataset_split import (
+from loupe.jobs.core import JobContext, register_job_kind
+from loupe.services.exports import core as exports
+from loupe.services.exports import rows as export_rows
+from loupe.services.exports.core import csv_text_chunks
+from loupe.services.exports.manifest import FORMAT as FORMAT
+from loupe.services.exports.manifest import FORMAT_VERSION as FORMAT_VERSION
+from loupe.services.exports.manifest import Tally, build_manifest, schema_entry
+from loupe.services.exports.manifest import backbone_hashes as backbone_hashes
+from loupe.services.exports.rows import ExportFilter, ExportLayout
+from loupe.services.exports.split import SPLITS as SPLITS
+from loupe.services.exports.split import UNLABELED as UNLABELED
+from loupe.services.exports.split import (
     DatasetOptions,
     ImageNamer,
     assign_split,
@@ -56,9 +60,6 @@ from loupe.services.dataset_split import (
     split3,
     split_unit,
 )
-from loupe.services.export_rows import ExportFilter, ExportLayout
-from loupe.services.exports import csv_text_chunks
-from loupe.services.jobs import JobContext, register_job_kind
 from loupe.settings import Settings
 
 log = logging.getLogger(__name__)

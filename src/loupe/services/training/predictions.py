@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session
 
 from loupe.db.models import ModelVersion, Prediction, Project
 from loupe.errors import ErrorCode, LoupeError
-from loupe.services import labels
-from loupe.services.item_query import active_version_id
+from loupe.services.items.query import active_version_id
+from loupe.services.labels import core as labels
 
 
 def item_predictions(db: Session, project: Project, item_id: int) -> list[Prediction]:

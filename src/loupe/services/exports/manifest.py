@@ -2,7 +2,7 @@
 
 The manifest records the format, the project, the filter, the counts, the
 split (seed, fractions, method) and the active model with its backbones'
-weight hashes; see :mod:`loupe.services.exports_zip`.
+weight hashes; see :mod:`loupe.services.exports.archive`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session
 
 import loupe
 from loupe.db.models import ModelVersion, Project
-from loupe.services import export_rows
-from loupe.services.dataset_split import SPLITS, DatasetOptions
-from loupe.services.export_rows import ExportLayout
+from loupe.services.exports import rows as export_rows
+from loupe.services.exports.rows import ExportLayout
+from loupe.services.exports.split import SPLITS, DatasetOptions
 
 FORMAT = "loupe-dataset"
 FORMAT_VERSION = 1

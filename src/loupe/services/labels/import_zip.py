@@ -5,7 +5,7 @@
 or metrics (or uses an existing one), imports the images with the ordinary
 ingest pipeline (copied into the media folder, content-addressed), puts each
 item back into its case with its file-name metadata, and restores the labels
-through :func:`loupe.services.label_import.import_labels` (matched by sha256,
+through :func:`loupe.services.labels.import_csv.import_labels` (matched by sha256,
 audit source ``import``).
 """
 
@@ -25,9 +25,9 @@ from sqlalchemy import select
 from loupe.db.models import Item, Project
 from loupe.db.session import session_scope
 from loupe.errors import ErrorCode, LoupeError
-from loupe.services import projects
-from loupe.services.exports_zip import FORMAT
-from loupe.services.label_import import import_labels
+from loupe.services.exports.archive import FORMAT
+from loupe.services.labels.import_csv import import_labels
+from loupe.services.projects import core as projects
 from loupe.settings import Settings
 
 _COPY_CHUNK = 1 << 20
@@ -142,7 +142,7 @@ def import_dataset_zip(
     Returns ``{project_id, name, created, items: <ingest report>, cases, labels:
     <label import report, rows left out>}``.
     """
-    from loupe.services.ingest import ingest_paths
+    from loupe.services.items.ingest import ingest_paths
 
     try:
         zf = zipfile.ZipFile(path)

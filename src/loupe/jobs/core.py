@@ -2,7 +2,7 @@
 
 A job kind is a function ``fn(settings, ctx, params) -> result | None`` registered
 by name with :func:`register_job_kind`; it is callable from a test or the CLI
-with a :class:`~loupe.services.job_runner.JobContext`, and the huey task that
+with a :class:`~loupe.jobs.runner.JobContext`, and the huey task that
 runs it in a worker is a three-line wrapper (``loupe.jobs.tasks``).
 
 Life of a job row: ``queued`` -> ``running`` -> ``done`` | ``failed`` |
@@ -11,8 +11,8 @@ Life of a job row: ``queued`` -> ``running`` -> ``done`` | ``failed`` |
 :func:`retry_job` (re-run a failed or cancelled job on the same row) and
 :func:`cancel_job`. The worker side (``run_job``, ``JobContext``, heartbeats,
 reaping of jobs whose worker died, the ``selftest`` kind) is
-:mod:`loupe.services.job_runner`; its public names are re-exported here, lazily
-(it imports this module), so ``from loupe.services.jobs import JobContext`` works.
+:mod:`loupe.jobs.runner`; its public names are re-exported here, lazily
+(it imports this module), so ``from loupe.jobs.core import JobContext`` works.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from loupe.errors import ErrorCode, LoupeError
 from loupe.settings import Settings
 
 if TYPE_CHECKING:  # re-exported lazily by __getattr__ below
-    from loupe.services.job_runner import (  # noqa: F401
+    from loupe.jobs.runner import (  # noqa: F401
         DEFAULT_STALE_AFTER_S,
         WORKER_LOST,
         JobCancelled,
@@ -64,10 +64,10 @@ EXCLUSIVE_KINDS: set[str] = set()
 # worker alike), so a kind whose module is not listed here is unknown:
 # when you write a module that declares a new kind, add it to this list.
 KIND_MODULES: list[str] = [
-    "loupe.services.job_runner",  # selftest
-    "loupe.services.ingest",  # ingest
-    "loupe.services.train",  # train
-    "loupe.services.exports_zip",  # export
+    "loupe.jobs.runner",  # selftest
+    "loupe.services.items.ingest",  # ingest
+    "loupe.services.training.train",  # train
+    "loupe.services.exports.archive",  # export
 ]
 
 # Worker-side names that live in job_runner, re-exported for existing imports.
@@ -91,7 +91,7 @@ _RUNNER_NAMES = frozenset(
 def __getattr__(name: str) -> Any:
     """Resolve the re-exported job_runner names on first use (PEP 562)."""
     if name in _RUNNER_NAMES:
-        from loupe.services import job_runner  # imports this module: not at the top
+        from loupe.jobs import runner as job_runner  # imports this module: not at the top
 
         return getattr(job_runner, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,8 @@
 """Reading a label file and matching its rows: columns, values, items, current labels.
 
-The planning that decides each row's outcome is :func:`loupe.services.label_import.plan_import`;
-see :mod:`loupe.services.label_import` for the accepted columns.
+The planning that decides each row's outcome is
+:func:`loupe.services.labels.import_csv.plan_import`;
+see :mod:`loupe.services.labels.import_csv` for the accepted columns.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from sqlalchemy.orm import Session
 
 from loupe.db.models import Annotation, Item, Project
 from loupe.errors import ErrorCode, LoupeError
-from loupe.services import labels as label_service
-from loupe.services.project_schema import validate_label
+from loupe.services.labels import core as label_service
+from loupe.services.projects.schema import validate_label
 
 KEY_COLUMNS = ("filename", "file_name", "file", "image", "path", "name")
 LABEL_COLUMNS = ("label", "class")

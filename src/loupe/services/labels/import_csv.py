@@ -17,7 +17,7 @@ Every row gets an outcome (``ImportRow.status``):
   ``invalid`` (not a class / score of the project), ``no_label`` (empty
   value), ``duplicate`` (the item was already given by an earlier row).
 
-Writes go through :func:`loupe.services.labels.set_label` with
+Writes go through :func:`loupe.services.labels.core.set_label` with
 ``source='import'``, so the audit trail records each change; a label changed
 by someone between planning and writing becomes a ``conflict``.
 """
@@ -33,11 +33,11 @@ from sqlalchemy.orm import Session
 from loupe.db.models import Project
 from loupe.db.session import session_scope
 from loupe.errors import ErrorCode, LoupeError
-from loupe.services import labels as label_service
-from loupe.services.label_import_rows import KEY_COLUMNS as KEY_COLUMNS
-from loupe.services.label_import_rows import LABEL_COLUMNS as LABEL_COLUMNS
-from loupe.services.label_import_rows import MAX_FILE_BYTES as MAX_FILE_BYTES
-from loupe.services.label_import_rows import (
+from loupe.services.labels import core as label_service
+from loupe.services.labels.import_rows import KEY_COLUMNS as KEY_COLUMNS
+from loupe.services.labels.import_rows import LABEL_COLUMNS as LABEL_COLUMNS
+from loupe.services.labels.import_rows import MAX_FILE_BYTES as MAX_FILE_BYTES
+from loupe.services.labels.import_rows import (
     annotations_of,
     current_view,
     describe,
@@ -48,7 +48,7 @@ from loupe.services.label_import_rows import (
     same_label,
     snapshot,
 )
-from loupe.services.project_schema import class_names
+from loupe.services.projects.schema import class_names
 from loupe.settings import Settings
 
 STATUSES = (

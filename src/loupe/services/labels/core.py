@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from loupe.db.models import Annotation, AnnotationEvent, Item, Project
 from loupe.db.types import utcnow
 from loupe.errors import ErrorCode, LoupeError
-from loupe.services.project_schema import validate_label
+from loupe.services.projects.schema import validate_label
 
 HUMAN = "human"
 MODEL = "model"
