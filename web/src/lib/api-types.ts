@@ -778,7 +778,7 @@ export interface paths {
         };
         /**
          * Export Csv
-         * @description One row per item, streamed as it is read (see ``loupe.services.exports``).
+         * @description One row per item, streamed as it is read (see ``loupe.services.exports.core``).
          */
         get: operations["export_csv_api_projects__project_id__export_csv_get"];
         put?: never;
@@ -861,7 +861,7 @@ export interface paths {
         put?: never;
         /**
          * Import Labels
-         * @description Import labels matched by sha256 or file name; see ``loupe.services.label_import``.
+         * @description Import labels matched by sha256 or file name; see ``loupe.services.labels.import_csv``.
          */
         post: operations["import_labels_api_projects__project_id__labels_import_post"];
         delete?: never;

@@ -1,34 +1,14 @@
 // A small history-API router: the server answers every non-/api path with
 // index.html, so URLs like /projects/3?status=unlabelled survive a reload.
 
+/** Where the browser is; routes/index.ts says which page that is. */
 export interface Route {
-  name: string;
-  params: Record<string, string>;
-  query: URLSearchParams;
   path: string;
+  query: URLSearchParams;
 }
 
-const ROUTES: [string, RegExp][] = [
-  ['login', /^\/login$/],
-  ['register', /^\/register$/],
-  ['projects', /^\/$/],
-  ['history', /^\/history$/],
-  ['new-project', /^\/projects\/new$/],
-  ['members', /^\/projects\/(?<id>\d+)\/members$/],
-  ['models', /^\/projects\/(?<id>\d+)\/models$/],
-  ['export', /^\/projects\/(?<id>\d+)\/export$/],
-  ['viewer', /^\/projects\/(?<id>\d+)\/items\/(?<item>\d+)\/view$/],
-  ['project', /^\/projects\/(?<id>\d+)$/],
-];
-
 function parse(): Route {
-  const path = location.pathname;
-  const query = new URLSearchParams(location.search);
-  for (const [name, re] of ROUTES) {
-    const m = path.match(re);
-    if (m) return { name, params: { ...(m.groups ?? {}) }, query, path };
-  }
-  return { name: 'not-found', params: {}, query, path };
+  return { path: location.pathname, query: new URLSearchParams(location.search) };
 }
 
 export const router = $state({ route: parse() });

@@ -1,0 +1,60 @@
+// Classify: one class per image, chosen with the class's hotkey.
+import { SERIES_COLORS, percent } from '../../components/charts/types';
+import { versionMetrics } from '../../lib/model-metrics';
+import { classesOf, labelText, pct } from '../../lib/schema';
+import type { TaskUI } from '../types';
+import DetailPanel from './DetailPanel.svelte';
+import ModelCharts from './ModelCharts.svelte';
+import SchemaEditor from './SchemaEditor.svelte';
+import SelectionBar from './SelectionBar.svelte';
+import TileFooter from './TileFooter.svelte';
+
+const classify: TaskUI = {
+  label: 'Classification',
+  title: 'Classify',
+  description: 'One class per image, with hotkeys (e.g. cell types)',
+  SchemaEditor,
+  SidePanel: null,
+  TileFooter,
+  tileFooterHeight: 52,
+  chipText: labelText,
+  DetailPanel,
+  draftText: (item) => `${item.draft?.label ?? '—'} · ${pct(item.draft?.confidence)} confidence`,
+  SelectionBar,
+  keymap: ({ project, label }) =>
+    classesOf(project)
+      .filter((c) => c.hotkey)
+      .map((c) => ({
+        key: c.hotkey!.toLowerCase(),
+        kbd: c.hotkey!.toUpperCase(),
+        hint: c.name,
+        run: () => label({ kind: 'class', label: c.name }, c.name),
+      })),
+  importHint: '',
+  models: {
+    summaryHeading: 'Accuracy / balanced',
+    summary: (m) => {
+      const e = m.ensemble;
+      if (!e) return '–';
+      const [a, b] = [e.accuracy, e.balanced_accuracy];
+      return `${a == null ? '–' : percent(a)} / ${b == null ? '–' : percent(b)}`;
+    },
+    firstTrainingHint: 'at least two in each of two classes',
+    trend: (ready) => ({
+      title: 'Accuracy per version (cross-validated)',
+      series: [
+        { name: 'accuracy', color: SERIES_COLORS[0], values: ready.map((v) => versionMetrics(v).ensemble?.accuracy) },
+        {
+          name: 'balanced accuracy',
+          color: SERIES_COLORS[1],
+          values: ready.map((v) => versionMetrics(v).ensemble?.balanced_accuracy),
+        },
+      ],
+      max: 1,
+      format: percent,
+    }),
+    Charts: ModelCharts,
+  },
+};
+
+export default classify;
