@@ -18,10 +18,15 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
+from loupe.plugins import load_plugins
+
 PG_ADMIN_URL = os.environ.get(
     "LOUPE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 PASSWORD = "correct horse battery"
+
+# Every test process has the built-in plug-ins, as the app, the CLI and the worker do.
+load_plugins()
 
 
 def _pg_url(dbname: str) -> str:

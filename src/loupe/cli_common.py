@@ -12,7 +12,10 @@ from loupe.errors import LoupeError
 def _settings() -> Any:
     from pydantic import ValidationError
 
+    from loupe.plugins import load_plugins
     from loupe.settings import get_settings
+
+    load_plugins()
 
     try:
         settings = get_settings()

@@ -12,6 +12,7 @@ import pytest
 
 from loupe.errors import LoupeError
 from loupe.services.exports.archive import DatasetOptions, ImageNamer, assign_split, split_unit
+from loupe.tasks import kind_of
 from loupe.services.exports.core import csv_text_chunks, iso, parse_when
 
 
@@ -66,10 +67,10 @@ def _row(i: int, filename: str, label: str | None, sha: str = "ab" * 32) -> Simp
 
 
 def test_image_names_follow_imagefolder_and_never_collide_or_escape() -> None:
-    namer = ImageNamer("classify")
+    namer = ImageNamer(kind_of("classify"))
     assert namer.name(_row(1, "a.png", "blast")) == "images/blast/a.png"
     assert namer.name(_row(2, "a.png", "blast", "cd" * 32)) == "images/blast/a-cdcdcdcdcd.png"
     assert namer.name(_row(3, "A.PNG", "blast", "cd" * 32)) == "images/blast/A-3.PNG"
     assert namer.name(_row(4, "a.png", None)) == "images/_unlabeled/a.png"
     assert namer.name(_row(5, "../x.png", "..")) == "images/_unlabeled/.._x.png"
-    assert ImageNamer("score").name(_row(6, "s.tif", None)) == "images/s.tif"
+    assert ImageNamer(kind_of("score")).name(_row(6, "s.tif", None)) == "images/s.tif"

@@ -25,13 +25,6 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSONType, list[Any]: JSONType}
 
 
-class Task(enum.StrEnum):
-    classify = "classify"
-    score = "score"
-    segment = "segment"
-    volume = "volume"
-
-
 class SiteRole(enum.StrEnum):
     admin = "admin"
     member = "member"

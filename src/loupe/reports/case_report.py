@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from loupe.reports import charts
+from loupe.reports.sections import ReportText
 
 A4_W, MARGIN = 210.0, 15.0
 CONTENT_W = A4_W - 2 * MARGIN
@@ -95,6 +96,7 @@ class CaseReportData:
     flagged: list[FlaggedRow] = field(default_factory=list)
     thumb_groups: list[ThumbGroup] = field(default_factory=list)
     metrics: list[MetricSummary] = field(default_factory=list)
+    text: ReportText = field(default_factory=ReportText)
 
 
 def _when(value: dt.datetime | None) -> str:
@@ -265,12 +267,11 @@ def _no_labels(pdf: Any, data: CaseReportData) -> None:
 
 
 def _counts_section(pdf: Any, data: CaseReportData) -> None:
-    title = "Counts per class" if data.task == "classify" else "Labels"
-    _heading(pdf, title)
+    _heading(pdf, data.text.counts_title)
     total = sum(n for _, n, _ in data.counts) or 1
     rows = [[name, str(n), f"{100 * n / total:.1f} %"] for name, n, _ in data.counts]
     _table(pdf, ["Class", "Items", "Share"], rows, (90, 40, 50))
-    if data.task == "classify":
+    if data.text.counts_chart:
         png = charts.class_counts_png(
             [c[0] for c in data.counts], [c[1] for c in data.counts], [c[2] for c in data.counts]
         )
@@ -341,7 +342,7 @@ def _flagged_section(pdf: Any, data: CaseReportData) -> None:
 
 
 def _thumbs_section(pdf: Any, data: CaseReportData) -> None:
-    _heading(pdf, "Thumbnails per class" if data.task == "classify" else "Thumbnails")
+    _heading(pdf, data.text.thumbs_title)
     for group in data.thumb_groups:
         if pdf.get_y() + THUMB + 16 > pdf.h - 20:
             pdf.add_page()
@@ -395,7 +396,7 @@ def build_case_pdf(data: CaseReportData) -> bytes:
         _no_labels(pdf, data)
     else:
         _counts_section(pdf, data)
-        if data.task == "score" and data.metrics:
+        if data.metrics:
             _scores_section(pdf, data)
         _flagged_section(pdf, data)
         if data.thumb_groups:

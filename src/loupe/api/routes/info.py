@@ -10,9 +10,9 @@ from sqlalchemy import text
 
 import loupe
 from loupe.api.deps import SessionDep, SettingsDep
-from loupe.db.models import ProjectRole, Task
 from loupe.services.auth import site
 from loupe.services.auth.core import count_users
+from loupe.services.info import plugin_registries, project_roles, task_kinds
 from loupe.services.projects.schema import PALETTE, RESERVED_LABELS
 
 router = APIRouter(tags=["info"])
@@ -21,6 +21,7 @@ router = APIRouter(tags=["info"])
 class InfoPublic(BaseModel):
     version: str
     tasks: list[str]
+    task_kinds: list[dict[str, Any]]
     project_roles: list[str]
     reserved_labels: list[str]
     palette: list[str]
@@ -40,21 +41,12 @@ class HealthPublic(BaseModel):
 
 @router.get("/info", response_model=InfoPublic)
 def info(settings: SettingsDep, db: SessionDep) -> InfoPublic:
-    registries: dict[str, Any] = {}
-    from loupe.jobs.core import load_job_kinds
-
-    registries["job_kinds"] = sorted(load_job_kinds())
-    from loupe.features import available_backbones
-    from loupe.learn import CLASS_HEADS, SCORE_HEADS
-
-    backbones = available_backbones(weights_dir=settings.weights)
-    registries["backbones"] = [b["name"] for b in backbones]
-    registries["class_heads"] = sorted(CLASS_HEADS)
-    registries["score_heads"] = sorted(SCORE_HEADS)
+    registries, backbones = plugin_registries(settings)
     return InfoPublic(
         version=loupe.__version__,
-        tasks=[t.value for t in Task],
-        project_roles=[r.value for r in ProjectRole],
+        tasks=[k["name"] for k in task_kinds()],
+        task_kinds=task_kinds(),
+        project_roles=project_roles(),
         reserved_labels=sorted(RESERVED_LABELS),
         palette=PALETTE,
         allow_registration=site.current(db, settings).allow_registration,

@@ -12,12 +12,12 @@ from loupe.api.schemas.common import ORMModel
 
 class ProjectCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
-    task: str = Field(pattern="^(classify|score|segment|volume)$")
+    task: str = Field(min_length=1, max_length=16, description="a task kind listed by /api/info")
     label_schema: dict[str, Any] = Field(
         alias="schema",
         description="classify/segment/volume: {classes: [...]}; score: {metrics: [...]}",
     )
-    description: str = ""
+    description: str = Field(default="", max_length=10_000)
     settings: dict[str, Any] = Field(default_factory=dict)
 
     model_config = {"populate_by_name": True}
@@ -25,7 +25,7 @@ class ProjectCreate(BaseModel):
 
 class ProjectUpdate(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=200)
-    description: str | None = None
+    description: str | None = Field(default=None, max_length=10_000)
     label_schema: dict[str, Any] | None = Field(default=None, alias="schema")
     settings: dict[str, Any] | None = None
 
@@ -51,7 +51,7 @@ class ProjectsPublic(BaseModel):
 
 
 class MemberCreate(BaseModel):
-    email: str
+    email: str = Field(max_length=320)
     role: str = Field(pattern="^(owner|annotator|reviewer|viewer)$")
 
 

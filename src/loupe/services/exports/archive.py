@@ -40,7 +40,8 @@ from sqlalchemy.orm import Session
 from loupe.db.models import Project
 from loupe.db.session import session_scope
 from loupe.errors import ErrorCode, LoupeError
-from loupe.jobs.core import JobContext, register_job_kind
+from loupe.jobs.context import JobContext
+from loupe.jobs.registry import register_job_kind
 from loupe.services.exports import core as exports
 from loupe.services.exports import rows as export_rows
 from loupe.services.exports.core import csv_text_chunks
@@ -61,6 +62,8 @@ from loupe.services.exports.split import (
     split_unit,
 )
 from loupe.settings import Settings
+from loupe.tasks import kind_of
+from loupe.tasks.base import TaskKind
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +76,11 @@ Progress = Callable[[int, int], None]
 # --- the archive -----------------------------------------------------------------------
 
 
-def _label_key(row: Row[Any], task: str) -> str | None:
-    kind = row.kind if row.kind and row.kind != export_rows.NONE_KIND else None
-    if kind is None:
+def _label_key(row: Row[Any], kind: TaskKind) -> str | None:
+    label_kind = row.kind if row.kind and row.kind != export_rows.NONE_KIND else None
+    if label_kind is None:
         return None
-    if task == "classify" and kind == "class":
-        return str(row.label)
-    return str(kind)
+    return kind.count_key(str(label_kind), row.label)
 
 
 def _write_entries(
@@ -99,7 +100,7 @@ def _write_entries(
         layout = export_rows.layout_for(db, project, f)
         total = export_rows.count_rows(db, project, f)
         steps = total * (2 if options.include_images else 1)
-        namer = ImageNamer(project.task)
+        namer = ImageNamer(kind_of(project.task))
         columns = [*layout.columns, "split", "image"]
 
         def rows() -> Iterator[list[Any]]:
@@ -107,7 +108,7 @@ def _write_entries(
                 db, project, layout, f, with_files=options.include_images
             ):
                 tally.rows += 1
-                key = _label_key(row, project.task)
+                key = _label_key(row, kind_of(project.task))
                 if key is not None:
                     tally.labelled += 1
                     tally.by_label[key] = tally.by_label.get(key, 0) + 1
@@ -129,7 +130,7 @@ def _write_entries(
 
         info = _entry("labels.csv", exported_at, zipfile.ZIP_DEFLATED)
         with zf.open(info, "w", force_zip64=True) as dst:
-            for text in csv_text_chunks(columns, rows(), bom=True):
+            for text in csv_text_chunks(columns, rows(), bom=True, raw=options.raw):
                 dst.write(text.encode("utf-8"))
                 yield
         if options.include_images:
@@ -153,7 +154,9 @@ def _write_images(
     steps: int,
     progress: Progress | None,
 ) -> Iterator[None]:
-    namer = ImageNamer(project.task)  # the same names as in labels.csv: same rows, same order
+    namer = ImageNamer(
+        kind_of(project.task)
+    )  # the same names as in labels.csv: same rows, same order
     done = tally.rows
     for row in export_rows.iter_rows(db, project, layout, f, with_files=True):
         done += 1
@@ -282,7 +285,8 @@ def run_export_job(settings: Settings, ctx: JobContext, params: dict[str, Any]) 
     """The ``export`` job: write a dataset ZIP (or CSV) into ``exports_dir``.
 
     params: ``project_id``, ``format`` (zip | csv), ``include_images``,
-    ``split_seed``, ``split``, ``case_id``, ``since``, ``until``, ``labelled_only``.
+    ``split_seed``, ``split``, ``case_id``, ``since``, ``until``, ``labelled_only``,
+    ``raw`` (no formula escaping in the CSV).
     Returns ``{file, filename, format, size_bytes, rows}``.
     """
     project_id = int(params["project_id"])
@@ -304,7 +308,8 @@ def run_export_job(settings: Settings, ctx: JobContext, params: dict[str, Any]) 
 
     extra: dict[str, Any] = {}
     if fmt == "csv":
-        exports.write_csv(settings, project_id, out, f, progress=progress)
+        raw = bool(params.get("raw", False))
+        exports.write_csv(settings, project_id, out, f, raw=raw, progress=progress)
         with session_scope(settings.db_url, write=False) as db:
             extra["rows"] = export_rows.count_rows(db, export_rows.get_project(db, project_id), f)
     elif fmt == "zip":
@@ -313,6 +318,7 @@ def run_export_job(settings: Settings, ctx: JobContext, params: dict[str, Any]) 
             split_seed=int(params.get("split_seed", 0)),
             split=split3(params.get("split")),
             filter=f,
+            raw=bool(params.get("raw", False)),
         )
         done = write_dataset_zip(settings, project_id, out, options, progress=progress)
         extra = {k: done[k] for k in ("rows", "labelled", "images", "missing_images")}

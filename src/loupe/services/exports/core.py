@@ -29,6 +29,7 @@ from typing import Any
 
 from loupe.db.session import session_scope
 from loupe.errors import ErrorCode, LoupeError
+from loupe.services.exports.cells import escape_row
 from loupe.services.exports.rows import (
     N_FIXED,
     NONE_KIND,
@@ -75,16 +76,20 @@ class _Buffer:
 
 
 def csv_text_chunks(
-    header: Sequence[str], rows: Iterable[Sequence[Any]], *, bom: bool = True
+    header: Sequence[str], rows: Iterable[Sequence[Any]], *, bom: bool = True, raw: bool = False
 ) -> Iterator[str]:
-    """CSV text (``\\r\\n`` line ends, RFC 4180 quoting) in chunks of about 64 KiB."""
+    """CSV text (``\\r\\n`` line ends, RFC 4180 quoting) in chunks of about 64 KiB.
+
+    Text cells a spreadsheet would run as a formula get a leading ``'``
+    (:mod:`loupe.services.exports.cells`) unless ``raw``.
+    """
     buffer = _Buffer()
     writer = csv.writer(buffer, lineterminator="\r\n")
     if bom:
         buffer.write(BOM)
-    writer.writerow(header)
+    writer.writerow(header if raw else escape_row(header))
     for row in rows:
-        writer.writerow(row)
+        writer.writerow(row if raw else escape_row(row))
         if buffer.size >= CHUNK_BYTES:
             yield buffer.take()
     tail = buffer.take()
@@ -98,6 +103,7 @@ def stream_csv(
     f: ExportFilter = ExportFilter(),
     *,
     bom: bool = True,
+    raw: bool = False,
     progress: Progress | None = None,
 ) -> Iterator[bytes]:
     """The project's CSV as UTF-8 byte chunks, read in a session of its own.
@@ -120,7 +126,7 @@ def stream_csv(
                     progress(done, total)
                 yield layout.cells(row)
 
-        for text in csv_text_chunks(layout.columns, cells(), bom=bom):
+        for text in csv_text_chunks(layout.columns, cells(), bom=bom, raw=raw):
             yield text.encode("utf-8")
         if progress is not None:
             progress(done, total)
@@ -141,6 +147,7 @@ def write_csv(
     f: ExportFilter = ExportFilter(),
     *,
     bom: bool = True,
+    raw: bool = False,
     progress: Progress | None = None,
 ) -> Path:
     """Write the CSV to ``out`` (through a temporary file, renamed when complete)."""
@@ -149,7 +156,7 @@ def write_csv(
     tmp = out.with_name(f".{out.name}.part")
     try:
         with tmp.open("wb") as handle:
-            for chunk in stream_csv(settings, project_id, f, bom=bom, progress=progress):
+            for chunk in stream_csv(settings, project_id, f, bom=bom, raw=raw, progress=progress):
                 handle.write(chunk)
         tmp.replace(out)
     except BaseException:

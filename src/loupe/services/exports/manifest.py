@@ -18,6 +18,7 @@ from loupe.db.models import ModelVersion, Project
 from loupe.services.exports import rows as export_rows
 from loupe.services.exports.rows import ExportLayout
 from loupe.services.exports.split import SPLITS, DatasetOptions
+from loupe.tasks import kind_of
 
 FORMAT = "loupe-dataset"
 FORMAT_VERSION = 1
@@ -38,9 +39,7 @@ class Tally:
 
 def schema_entry(project: Project) -> tuple[str, Any]:
     """``(file name, body)`` of the archive's ``metrics.json`` or ``classes.json``."""
-    if project.task == "score":
-        return "metrics.json", {"task": project.task, "metrics": project.schema.get("metrics", [])}
-    return "classes.json", {"task": project.task, "classes": project.schema.get("classes", [])}
+    return kind_of(project.task).schema_entry(project.schema)
 
 
 def backbone_hashes(members: list[Any]) -> list[dict[str, Any]]:
@@ -88,7 +87,8 @@ def build_manifest(
 ) -> dict[str, Any]:
     """The body of ``manifest.json``."""
     version = export_rows.active_version(db, project.id)
-    schema_file = "metrics.json" if project.task == "score" else "classes.json"
+    kind = kind_of(project.task)
+    schema_file = kind.schema_file
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -127,7 +127,5 @@ def build_manifest(
             "read as a fraction in [0, 1)",
         },
         "model": _model_block(version),
-        "layout": "images/<class>/<file> (ImageFolder); no class: images/_unlabeled/"
-        if project.task == "classify"
-        else "images/<file>",
+        "layout": kind.archive_layout(),
     }

@@ -22,10 +22,14 @@ from sqlalchemy.orm import Session
 
 from loupe.db.models import Annotation, Case, Item, ModelVersion, Prediction, Project, User
 from loupe.errors import ErrorCode, LoupeError
+from loupe.services.projects.case_pattern import compile_case_pattern
+from loupe.tasks import kind_of
+from loupe.tasks.base import ExportColumns, TaskKind
 
 PAGE = 5000  # rows per keyset page: big enough to amortise the query, small in memory
 NONE_KIND = "none"
 N_FIXED = 20  # leading columns of every export row (see _base_query)
+EXTRA_FIELDS = ("scores", "data", "pred_output")  # a kind's extra row fields, in this order
 
 
 @dataclass(frozen=True)
@@ -88,33 +92,39 @@ def parse_when(text: str | None, *, end_of_day: bool = False) -> dt.datetime | N
 
 @dataclass(frozen=True)
 class ExportLayout:
-    """The columns of one project's export and how a row becomes cells."""
+    """The columns of one project's export and how a row becomes cells.
+
+    The task kind decides its label and draft columns (:class:`ExportColumns`);
+    the rest is the same for every kind.
+    """
 
     task: str
-    metrics: tuple[str, ...]
+    kind: TaskKind
+    kind_columns: ExportColumns
     meta_fields: tuple[str, ...]
     emails: dict[int, str]
     version_number: int | None
 
     @property
+    def metrics(self) -> tuple[str, ...]:
+        return self.kind_columns.keys
+
+    @property
     def columns(self) -> list[str]:
         cols = ["item_id", "filename", "sha256", "case"]
         cols += [f"meta_{k}" for k in self.meta_fields]
-        if self.task == "score":
-            cols += [f"score_{m}" for m in self.metrics]
-        elif self.task == "classify":
-            cols.append("label")
-        else:
-            cols.append("label_data")
+        cols += self.kind_columns.label
         cols += ["label_kind", "note", "labelled_by", "labelled_at", "label_origin"]
         cols += ["label_version", "model_version"]
-        if self.task == "score":
-            cols += [f"draft_{m}" for m in self.metrics]
-        else:
-            cols.append("draft_label")
+        cols += self.kind_columns.draft
         cols += ["draft_confidence", "draft_uncertainty", "flagged", "flag_reason"]
         cols += ["format", "status", "imported_at"]
         return cols
+
+    @property
+    def extra_fields(self) -> tuple[str, ...]:
+        """The kind's extra row fields, in the order :func:`_base_query` selects them."""
+        return tuple(f for f in EXTRA_FIELDS if f in self.kind_columns.needs)
 
     def cells(self, r: Row[Any]) -> list[Any]:
         """One CSV row from a row of :func:`iter_rows` (read by position: it is hot)."""
@@ -125,17 +135,12 @@ class ExportLayout:
         out: list[Any] = [item_id, filename, sha, case_name or ""]
         if n_meta:
             out += [_cell(v) for v in r[N_FIXED : N_FIXED + n_meta]]
-        extra = N_FIXED + n_meta
+        fields = self.extra_fields
+        extra = dict(zip(fields, r[N_FIXED + n_meta : N_FIXED + n_meta + len(fields)], strict=True))
         if kind == NONE_KIND:
             kind = None
-        if self.task == "score":
-            scores = (r[extra] or {}) if kind == "scores" else {}
-            out += [_num(scores.get(m)) for m in self.metrics]
-        elif self.task == "classify":
-            out.append(label if kind == "class" else (kind if kind in ("unsure", "skip") else ""))
-        else:
-            data = r[extra]
-            out.append(json.dumps(data, sort_keys=True) if kind and data else "")
+        cols = self.kind_columns
+        out += self.kind.label_cells(cols, kind, label, extra)
         if kind is None:
             out += ["", "", "", "", "", ""]
         else:
@@ -143,14 +148,10 @@ class ExportLayout:
             out += [kind, note or "", by, iso(updated_at), origin or "", version]
         if pred_id is None:
             out.append("")
-            out += [""] * len(self.metrics) if self.task == "score" else [""]
+            out += [""] * len(cols.draft)
         else:
             out.append(self.version_number)
-            if self.task == "score":
-                drafted = (r[extra + 1] or {}).get("scores") or {}
-                out += [_num(drafted.get(m)) for m in self.metrics]
-            else:
-                out.append(pred_label or "")
+            out += self.kind.draft_cells(cols, pred_label, extra)
         out += [
             _num(confidence),
             _num(uncertainty),
@@ -220,10 +221,12 @@ def _base_query(
         Prediction.flag_reason,
     ]
     cols += [Item.meta[k].as_string().label(f"meta_{n}") for n, k in enumerate(layout.meta_fields)]
-    if project.task == "score":
-        cols += [Annotation.scores, Prediction.output.label("pred_output")]
-    elif project.task != "classify":
-        cols.append(Annotation.data)
+    extra = {
+        "scores": Annotation.scores,
+        "data": Annotation.data,
+        "pred_output": Prediction.output.label("pred_output"),
+    }
+    cols += [extra[f] for f in layout.extra_fields]
     if with_files:
         cols += [Item.uri, Item.files]
     # Without a case filter, match the project through an expression so that the
@@ -307,8 +310,8 @@ def meta_fields(db: Session, project: Project) -> list[str]:
     pattern = (project.settings or {}).get("case_pattern")
     if pattern:
         try:
-            fields.update(k for k in re.compile(pattern).groupindex if k != "case")
-        except re.error:
+            fields.update(k for k in compile_case_pattern(pattern).groupindex if k != "case")
+        except LoupeError:
             pass
     dialect = db.get_bind().dialect.name
     keys: Iterable[Any]
@@ -340,18 +343,13 @@ def meta_fields(db: Session, project: Project) -> list[str]:
 
 
 def layout_for(db: Session, project: Project, f: ExportFilter) -> ExportLayout:
-    from loupe.services.projects.schema import class_names
-
     version = active_version(db, project.id)
-    metrics: tuple[str, ...] = ()
-    if project.task == "score":
-        metrics = tuple(m["name"] for m in project.schema.get("metrics", []))
-    else:
-        class_names(project.schema)  # validates the schema shape
+    kind = kind_of(project.task)
     emails: dict[int, str] = dict(db.execute(select(User.id, User.email)).all())
     return ExportLayout(
         task=project.task,
-        metrics=metrics,
+        kind=kind,
+        kind_columns=kind.export_columns(project.schema),
         meta_fields=tuple(meta_fields(db, project)),
         emails=emails,
         version_number=version.number if version else None,

@@ -20,6 +20,7 @@ from sqlalchemy import Row
 
 from loupe.errors import ErrorCode, LoupeError
 from loupe.services.exports.rows import ExportFilter
+from loupe.tasks.base import TaskKind
 
 SPLITS = ("train", "val", "test")
 UNLABELED = "_unlabeled"
@@ -31,6 +32,8 @@ class DatasetOptions:
     split_seed: int = 0
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     filter: ExportFilter = field(default_factory=ExportFilter)
+    # labels.csv without the formula escaping (see loupe.services.exports.cells)
+    raw: bool = False
 
     def __post_init__(self) -> None:
         if len(self.split) != 3 or any(f < 0 for f in self.split):
@@ -71,15 +74,13 @@ def safe_part(name: str, fallback: str) -> str:
 class ImageNamer:
     """Archive paths for images: ``images/<folder>/<file>``, unique in the archive."""
 
-    def __init__(self, task: str) -> None:
-        self.task = task
+    def __init__(self, kind: TaskKind) -> None:
+        self.kind = kind
         self._used: set[str] = set()
 
     def folder(self, row: Row[Any]) -> str:
-        if self.task != "classify":
-            return "images"
-        label = row.label if row.kind == "class" and row.label else UNLABELED
-        return f"images/{safe_part(label, UNLABELED)}"
+        sub = self.kind.archive_folder(row.kind, row.label)
+        return "images" if sub is None else f"images/{safe_part(sub, UNLABELED)}"
 
     def name(self, row: Row[Any]) -> str:
         folder = self.folder(row)

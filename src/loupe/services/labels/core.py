@@ -11,25 +11,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from loupe.db.models import Annotation, AnnotationEvent, Item, Project
 from loupe.db.types import utcnow
 from loupe.errors import ErrorCode, LoupeError
 from loupe.services.projects.schema import validate_label
+from loupe.tasks.base import LabelValue
 
 HUMAN = "human"
 MODEL = "model"
 NONE_KIND = "none"  # a cleared label keeps its row so versions keep counting up
-
-
-@dataclass(frozen=True)
-class LabelValue:
-    kind: str
-    label: str | None = None
-    scores: dict[str, Any] | None = None
-    data: dict[str, Any] | None = None
-    note: str | None = None
 
 
 def snapshot(ann: Annotation | None) -> dict[str, Any] | None:
@@ -132,7 +125,16 @@ def _write(
             version=ann.version,
         )
     )
-    db.flush()
+    try:
+        db.flush()
+    except IntegrityError as exc:
+        # Two first labels at once: the later insert hits the unique item_id.
+        raise LoupeError(
+            ErrorCode.STALE_VERSION,
+            f"item {item_id} was labelled by someone else at the same moment; "
+            "reload and apply your change again",
+            item_id=item_id,
+        ) from exc
     return ann
 
 

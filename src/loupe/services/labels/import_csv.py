@@ -33,9 +33,9 @@ from sqlalchemy.orm import Session
 from loupe.db.models import Project
 from loupe.db.session import session_scope
 from loupe.errors import ErrorCode, LoupeError
+from loupe.services.exports.cells import unescape_cell
 from loupe.services.labels import core as label_service
 from loupe.services.labels.import_rows import KEY_COLUMNS as KEY_COLUMNS
-from loupe.services.labels.import_rows import LABEL_COLUMNS as LABEL_COLUMNS
 from loupe.services.labels.import_rows import MAX_FILE_BYTES as MAX_FILE_BYTES
 from loupe.services.labels.import_rows import (
     annotations_of,
@@ -48,7 +48,6 @@ from loupe.services.labels.import_rows import (
     same_label,
     snapshot,
 )
-from loupe.services.projects.schema import class_names
 from loupe.settings import Settings
 
 STATUSES = (
@@ -137,11 +136,6 @@ def plan_import(
     report = ImportReport(
         dry_run=dry_run, overwrite=overwrite, key_column=cols.key, value_columns=cols.values
     )
-    classes: dict[str, str] = {}
-    if project.task == "classify":
-        for name in class_names(project.schema):
-            classes[name] = name
-            classes.setdefault(name.casefold(), name)
     by_sha, by_name = item_lookup(db, project)
     matched: list[tuple[ImportRow, label_service.LabelValue | str | None]] = []
     for n, row in enumerate(rows, start=2):
@@ -162,7 +156,7 @@ def plan_import(
         if out.item_id is None:
             out.message = f"no item with {'sha256' if sha else 'file name'} {key!r}"
             continue
-        matched.append((out, row_value(project, cols, row, classes)))
+        matched.append((out, row_value(project, cols, row)))
     current = annotations_of(db, [r.item_id for r, _ in matched if r.item_id is not None])
     planned: dict[int, tuple[label_service.LabelValue, int]] = {}
     first_row: dict[int, int] = {}
@@ -220,6 +214,9 @@ def import_labels(
     ``dry_run`` plans only: nothing is written. Returns the per-row report.
     """
     header, rows = read_table(source)
+    # A Loupe export escapes formula-like text ('=x); read it back as it was.
+    header = [unescape_cell(h) for h in header]
+    rows = [{unescape_cell(k): unescape_cell(v) for k, v in r.items()} for r in rows]
     with session_scope(settings.db_url, write=not dry_run) as db:
         project = db.get(Project, project_id)
         if project is None:

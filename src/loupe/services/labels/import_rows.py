@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,10 +21,11 @@ from sqlalchemy.orm import Session
 from loupe.db.models import Annotation, Item, Project
 from loupe.errors import ErrorCode, LoupeError
 from loupe.services.labels import core as label_service
-from loupe.services.projects.schema import validate_label
+from loupe.tasks import kind_of
+from loupe.tasks.base import DECISION_KINDS
+from loupe.tasks.base import ImportColumns as KindColumns
 
 KEY_COLUMNS = ("filename", "file_name", "file", "image", "path", "name")
-LABEL_COLUMNS = ("label", "class")
 MAX_FILE_BYTES = 512 * 1024**2
 _IN_CHUNK = 900  # ids per IN (...) query: under SQLite's variable limit
 
@@ -89,10 +89,13 @@ class ImportColumns:
     key: str
     by_sha: bool
     filename: str | None
-    values: list[str]
-    metric_columns: dict[str, str]
+    kind_columns: KindColumns
     kind_column: str | None
     note_column: str | None
+
+    @property
+    def values(self) -> list[str]:
+        return list(self.kind_columns.values)
 
 
 def import_columns(project: Project, header: list[str]) -> ImportColumns:
@@ -105,83 +108,25 @@ def import_columns(project: Project, header: list[str]) -> ImportColumns:
             f"the header needs a 'sha256' or a file-name column ({', '.join(KEY_COLUMNS)}); "
             f"found {header}",
         )
-    kind_column = "label_kind" if "label_kind" in header else None
-    note_column = "note" if "note" in header else None
-    if project.task == "classify":
-        label = next((c for c in LABEL_COLUMNS if c in header), None)
-        if label is None:
-            raise LoupeError(
-                ErrorCode.INVALID, f"the header needs a 'label' column; found {header}"
-            )
-        values, metric_columns = [label], dict[str, str]()
-    elif project.task == "score":
-        metric_columns = dict[str, str]()
-        for m in (m["name"] for m in project.schema.get("metrics", [])):
-            for candidate in (f"score_{m}".lower(), m.lower()):
-                if candidate in header:
-                    metric_columns[m] = candidate
-                    break
-        if not metric_columns:
-            raise LoupeError(
-                ErrorCode.INVALID,
-                "the header names none of the project's metrics "
-                f"({[m['name'] for m in project.schema.get('metrics', [])]}); found {header}",
-            )
-        values = list(metric_columns.values())
-    else:
-        raise LoupeError(
-            ErrorCode.INVALID,
-            f"CSV label import is for class and score projects, not {project.task}",
-        )
     return ImportColumns(
         key="sha256" if by_sha else str(filename),
         by_sha=by_sha,
         filename=filename,
-        values=values,
-        metric_columns=metric_columns,
-        kind_column=kind_column,
-        note_column=note_column,
+        kind_columns=kind_of(project.task).import_columns(project.schema, header),
+        kind_column="label_kind" if "label_kind" in header else None,
+        note_column="note" if "note" in header else None,
     )
 
 
 def row_value(
-    project: Project, cols: ImportColumns, row: dict[str, str], classes: dict[str, str]
+    project: Project, cols: ImportColumns, row: dict[str, str]
 ) -> label_service.LabelValue | str | None:
     """The row's label, None for an empty one, or a string saying why it is invalid."""
     note = (row.get(cols.note_column) or None) if cols.note_column else None
     kind_hint = (row.get(cols.kind_column) or "").lower() if cols.kind_column else ""
-    if kind_hint in ("unsure", "skip"):
+    if kind_hint in DECISION_KINDS:
         return label_service.LabelValue(kind=kind_hint, note=note)
-    if project.task == "classify":
-        raw = row.get(cols.values[0], "")
-        if not raw:
-            return None
-        if raw.lower() in ("unsure", "skip"):
-            return label_service.LabelValue(kind=raw.lower(), note=note)
-        name = classes.get(raw) or classes.get(raw.casefold())
-        if name is None:
-            known = ", ".join(sorted(set(classes.values())))
-            return f"{raw!r} is not a class of this project ({known})"
-        return label_service.LabelValue(kind="class", label=name, note=note)
-    scores: dict[str, float] = {}
-    for metric, column in cols.metric_columns.items():
-        raw = row.get(column, "")
-        if not raw:
-            continue
-        try:
-            value = float(raw.replace(",", ".") if raw.count(",") == 1 and "." not in raw else raw)
-        except ValueError:
-            return f"score {metric!r}={raw!r} is not a number"
-        if math.isnan(value):
-            return f"score {metric!r} is NaN"
-        scores[metric] = value
-    if not scores:
-        return None
-    try:
-        validate_label(project.task, project.schema, kind="scores", scores=scores)
-    except LoupeError as exc:
-        return exc.message
-    return label_service.LabelValue(kind="scores", scores=scores, note=note)
+    return kind_of(project.task).parse_import_row(project.schema, cols.kind_columns, row, note=note)
 
 
 def snapshot(value: label_service.LabelValue) -> dict[str, Any]:

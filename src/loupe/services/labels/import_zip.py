@@ -26,9 +26,11 @@ from loupe.db.models import Item, Project
 from loupe.db.session import session_scope
 from loupe.errors import ErrorCode, LoupeError
 from loupe.services.exports.archive import FORMAT
+from loupe.services.exports.cells import unescape_cell
 from loupe.services.labels.import_csv import import_labels
 from loupe.services.projects import core as projects
 from loupe.settings import Settings
+from loupe.tasks import kind_of
 
 _COPY_CHUNK = 1 << 20
 
@@ -54,15 +56,8 @@ def _unique_name(settings: Settings, wanted: str) -> str:
 
 
 def _schema(task: str, zf: zipfile.ZipFile) -> dict[str, Any]:
-    if task == "score":
-        body = _read_json(zf, "metrics.json")
-        if not body or "metrics" not in body:
-            raise LoupeError(ErrorCode.INVALID, "the ZIP has no metrics.json for its score project")
-        return {"metrics": body["metrics"]}
-    body = _read_json(zf, "classes.json")
-    if not body or "classes" not in body:
-        raise LoupeError(ErrorCode.INVALID, "the ZIP has no classes.json")
-    return {"classes": body["classes"]}
+    kind = kind_of(task)
+    return kind.schema_from_entry(_read_json(zf, kind.schema_file))
 
 
 def _extract_images(
@@ -158,7 +153,11 @@ def import_dataset_zip(
             raise LoupeError(ErrorCode.INVALID, "the ZIP has no labels.csv") from None
         text = labels_csv.decode("utf-8-sig")
         rows = [
-            {k.strip().lower(): (v or "").strip() for k, v in r.items() if k}
+            {
+                unescape_cell(k.strip()).lower(): unescape_cell((v or "").strip())
+                for k, v in r.items()
+                if k
+            }
             for r in csv.DictReader(io.StringIO(text, newline=""))
         ]
         info = manifest.get("project") or {}

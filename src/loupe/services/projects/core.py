@@ -14,12 +14,13 @@ from loupe.db.models import (
     Membership,
     Project,
     ProjectRole,
-    Task,
     User,
 )
 from loupe.db.types import utcnow
 from loupe.errors import ErrorCode, LoupeError
+from loupe.services.projects.case_pattern import compile_case_pattern
 from loupe.services.projects.schema import validate_schema
+from loupe.tasks import kind_of
 
 DEFAULT_SETTINGS: dict[str, Any] = {
     "ensemble": ["effnet-lite0", "mobilenet_v2"],
@@ -36,8 +37,6 @@ _SETTING_TYPES: dict[str, tuple[type, ...]] = {
 
 
 def validate_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    import re
-
     out = dict(DEFAULT_SETTINGS)
     for key, value in settings.items():
         types = _SETTING_TYPES.get(key)
@@ -51,14 +50,8 @@ def validate_settings(settings: dict[str, Any]) -> dict[str, Any]:
         raise LoupeError(ErrorCode.INVALID, "confidence_threshold must be within [0, 1]")
     if int(out["retrain_every"]) < 0:
         raise LoupeError(ErrorCode.INVALID, "retrain_every must be >= 0 (0 turns it off)")
-    pattern = out["case_pattern"]
-    if pattern:
-        try:
-            compiled = re.compile(pattern)
-        except re.error as exc:
-            raise LoupeError(ErrorCode.INVALID, f"case_pattern {pattern!r}: {exc}") from exc
-        if "case" not in compiled.groupindex:
-            raise LoupeError(ErrorCode.INVALID, "case_pattern needs a named group (?P<case>...)")
+    if out["case_pattern"]:
+        compile_case_pattern(out["case_pattern"])  # RE2: no catastrophic backtracking
     return out
 
 
@@ -75,8 +68,7 @@ def create_project(
     name = name.strip()
     if not name:
         raise LoupeError(ErrorCode.INVALID, "project name must not be empty")
-    if task not in {t.value for t in Task}:
-        raise LoupeError(ErrorCode.INVALID, f"unknown task {task!r}")
+    kind_of(task)  # INVALID naming the known kinds
     if db.scalar(select(Project.id).where(Project.name == name)) is not None:
         raise LoupeError(ErrorCode.CONFLICT, f"a project named {name!r} already exists")
     project = Project(
@@ -140,8 +132,8 @@ def _check_schema_keeps_used_labels(
     db: Session, project: Project, new_schema: dict[str, Any]
 ) -> None:
     """Refuse a schema change that would orphan existing labels."""
-    if project.task == "classify":
-        keep = {c["name"] for c in new_schema["classes"]}
+    keep = kind_of(project.task).kept_labels(new_schema)
+    if keep is not None:
         used: set[str] = set(
             db.scalars(
                 select(func.coalesce(Annotation.label, ""))

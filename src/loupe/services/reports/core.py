@@ -23,7 +23,6 @@ from loupe.db.session import session_scope
 from loupe.errors import ErrorCode, LoupeError
 from loupe.fsutil import atomic_write
 from loupe.reports.case_report import build_case_pdf
-from loupe.services.reports.data import OTHER_COLORS as OTHER_COLORS
 from loupe.services.reports.data import RESOLUTION_ORDER as RESOLUTION_ORDER
 from loupe.services.reports.data import collect_case_data
 from loupe.settings import Settings

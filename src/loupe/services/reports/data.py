@@ -8,7 +8,6 @@ the PDF built from it (:mod:`loupe.services.reports.core`) is byte-identical eac
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -31,16 +30,15 @@ from loupe.reports.case_report import (
     CaseReportData,
     Curator,
     FlaggedRow,
-    MetricSummary,
     ModelInfo,
     Thumb,
     ThumbGroup,
 )
 from loupe.services.items import files as item_files
-from loupe.services.projects.schema import PALETTE
 from loupe.settings import Settings
+from loupe.tasks import kind_of
+from loupe.tasks.base import DECISION_KINDS, Draft, LabelValue, TaskKind
 
-OTHER_COLORS = {"unsure": "#9e9e9e", "skip": "#c8c8c8", "scored": "#4e79a7"}
 RESOLUTION_ORDER = (
     "accepted draft",
     "confirmed draft",
@@ -74,51 +72,16 @@ def _model_for(db: Session, project: Project, case: Case) -> ModelVersion | None
     )
 
 
-def _model_summary(task: str, metrics: dict[str, Any]) -> str:
-    ens = (metrics or {}).get("ensemble") or {}
-    if task == "classify":
-        parts = []
-        if ens.get("accuracy") is not None:
-            parts.append(f"cross-validated accuracy {ens['accuracy']:.2f}")
-        if ens.get("ece") is not None:
-            parts.append(f"ECE {ens['ece']:.3f}")
-        return ", ".join(parts)
-    per = ens.get("per_metric") or {}
-    parts = [f"{k} MAE {v['mae']:.2f}" for k, v in sorted(per.items()) if v.get("mae") is not None]
-    return ("cross-validated " + ", ".join(parts)) if parts else ""
+def _value(ann: Annotation) -> LabelValue:
+    return LabelValue(kind=ann.kind, label=ann.label, scores=ann.scores, data=ann.data)
 
 
-def _draft_text(task: str, pred: Prediction) -> str:
-    if task == "classify":
-        return pred.label or "-"
-    scores = (pred.output or {}).get("scores") or {}
-    return ", ".join(f"{k} {float(v):g}" for k, v in sorted(scores.items())) or "-"
-
-
-def _human_scores_text(scores: dict[str, Any] | None) -> str:
-    return ", ".join(f"{k} {float(v):g}" for k, v in sorted((scores or {}).items()))
-
-
-def _agrees(task: str, ann: Annotation, pred: Prediction) -> bool:
-    if task == "classify":
-        return ann.kind == "class" and ann.label == pred.label
-    drafted = (pred.output or {}).get("scores") or {}
-    mine = ann.scores or {}
-    return ann.kind == "scores" and all(
-        abs(float(mine[k]) - float(drafted.get(k, float("nan")))) < 1e-9 for k in mine
-    )
-
-
-def _human_text(task: str, ann: Annotation) -> str:
-    if ann.kind == "class":
-        return str(ann.label)
-    if ann.kind == "scores":
-        return _human_scores_text(ann.scores)
-    return ann.kind
+def _draft(pred: Prediction) -> Draft:
+    return Draft(label=pred.label, output=pred.output or {})
 
 
 def _resolution(
-    task: str,
+    kind: TaskKind,
     ann: Annotation | None,
     pred: Prediction,
     last_source: str | None,
@@ -127,18 +90,20 @@ def _resolution(
     """``(summary key, text)`` of how a human resolved a draft."""
     if ann is None or ann.kind == "none":
         return "open", "not resolved yet"
+    value = _value(ann)
     if model_done is not None and ann.updated_at < model_done:
         # a training label, not a reaction to this draft
-        return "labelled before this model", f"labelled before the model ({_human_text(task, ann)})"
-    if ann.kind in ("unsure", "skip"):
+        return "labelled before this model", (
+            f"labelled before the model ({kind.label_text(value)})"
+        )
+    if ann.kind in DECISION_KINDS:
         return "unsure / skip", f"marked {ann.kind}"
-    if _agrees(task, ann, pred):
+    draft = _draft(pred)
+    if kind.agrees(value, draft):
         if last_source == "accept":
             return "accepted draft", "accepted draft"
         return "confirmed draft", "confirmed draft"
-    if task == "classify":
-        return "corrected", f"corrected: {pred.label} → {ann.label}"
-    return "corrected", f"corrected: {_draft_text(task, pred)} → {_human_scores_text(ann.scores)}"
+    return "corrected", f"corrected: {kind.draft_text(draft)} → {kind.label_text(value)}"
 
 
 def _thumb(settings: Settings, item: Item) -> Thumb:
@@ -153,6 +118,7 @@ def collect_case_data(
 ) -> CaseReportData:
     """Everything the case report shows, read from the database (sorted, plain data)."""
     task = project.task
+    kind = kind_of(task)
     items = list(
         db.scalars(select(Item).where(Item.case_id == case.id).order_by(Item.filename, Item.id))
     )
@@ -212,6 +178,7 @@ def collect_case_data(
     data = CaseReportData(
         project_name=project.name,
         task=task,
+        text=kind.report_text(),
         case_name=case.name,
         case_status=case.status,
         generated_at=(case.finished_at if case.status == "finished" and case.finished_at else None)
@@ -225,7 +192,7 @@ def collect_case_data(
             number=version.number,
             members=[str(m) for m in version.members or []],
             finished_at=version.finished_at,
-            summary=_model_summary(task, version.metrics),
+            summary=kind.model_summary(version.metrics or {}),
         )
         if version is not None
         else None,
@@ -240,14 +207,14 @@ def collect_case_data(
             continue
         ann = labelled.get(item.id)
         model_done = version.finished_at if version is not None else None
-        key, text = _resolution(task, ann, pred, last_source.get(item.id), model_done)
+        key, text = _resolution(kind, ann, pred, last_source.get(item.id), model_done)
         resolutions[key] = resolutions.get(key, 0) + 1
         if pred.flagged:
             by = emails.get(ann.updated_by, "") if ann and ann.updated_by is not None else ""
             data.flagged.append(
                 FlaggedRow(
                     filename=by_id[item.id].filename,
-                    draft=_draft_text(task, pred),
+                    draft=kind.draft_text(_draft(pred)),
                     confidence=pred.confidence,
                     reason=(pred.flag_reason or "flagged").replace("_", " "),
                     resolution=text,
@@ -255,8 +222,11 @@ def collect_case_data(
                 )
             )
     data.resolutions = {k: resolutions[k] for k in RESOLUTION_ORDER if resolutions.get(k)}
-    if task == "score":
-        data.metrics = _metric_summaries(project, labelled, preds)
+    data.metrics = kind.report_metrics(
+        project.schema,
+        [_value(a) for a in labelled.values()],
+        [_draft(p) for p in preds.values()],
+    )
     return data
 
 
@@ -267,79 +237,20 @@ def _fill_counts_and_thumbs(
     labelled: dict[int, Annotation],
     data: CaseReportData,
 ) -> None:
-    groups: dict[str, list[Item]] = {}
-    if project.task == "classify":
-        classes = project.schema.get("classes", [])
-        counts = dict.fromkeys((c["name"] for c in classes), 0)
-        for item in items:
-            a = labelled.get(item.id)
-            if a is None:
-                continue
-            key = str(a.label) if a.kind == "class" else a.kind
-            counts[key] = counts.get(key, 0) + 1
-            if a.kind == "class":
-                groups.setdefault(key, []).append(item)
-        colors = {
-            c["name"]: c.get("color") or PALETTE[k % len(PALETTE)] for k, c in enumerate(classes)
-        }
-        data.counts = [
-            (name, n, colors.get(name) or OTHER_COLORS.get(name, "#9e9e9e"))
-            for name, n in counts.items()
-            if n or name in colors
-        ]
-        order = [c["name"] for c in classes]
-    else:
-        counts = {}
-        first = (project.schema.get("metrics") or [{}])[0].get("name")
-        for item in items:
-            a = labelled.get(item.id)
-            if a is None:
-                continue
-            key = "scored" if a.kind == "scores" else a.kind
-            counts[key] = counts.get(key, 0) + 1
-            if a.kind == "scores" and first and first in (a.scores or {}):
-                groups.setdefault(f"{first} = {float(a.scores[first]):g}", []).append(item)  # type: ignore[index]
-        data.counts = [(k, counts[k], OTHER_COLORS.get(k, "#9e9e9e")) for k in sorted(counts)]
-        order = sorted(groups, key=lambda g: float(g.rsplit("= ", 1)[1]))
-        colors = {}
-    for name in order:
-        members = groups.get(name)
+    kind = kind_of(project.task)
+    pairs = [(item.id, _value(labelled[item.id])) for item in items if item.id in labelled]
+    result = kind.report_groups(project.schema, pairs)
+    data.counts = result.counts
+    by_id = {item.id: item for item in items}
+    for name in result.order:
+        members = result.groups.get(name)
         if not members:
             continue
         data.thumb_groups.append(
             ThumbGroup(
                 title=name,
                 total=len(members),
-                thumbs=[_thumb(settings, i) for i in members[:THUMBS_PER_GROUP]],
-                color=colors.get(name),
+                thumbs=[_thumb(settings, by_id[i]) for i in members[:THUMBS_PER_GROUP]],
+                color=result.colors.get(name),
             )
         )
-
-
-def _metric_summaries(
-    project: Project, labelled: dict[int, Annotation], preds: dict[int, Prediction]
-) -> list[MetricSummary]:
-    out = []
-    for m in project.schema.get("metrics", []):
-        name = m["name"]
-        values = sorted(
-            float(a.scores[name])
-            for a in labelled.values()
-            if a.kind == "scores" and a.scores and name in a.scores
-        )
-        drafted = [
-            float(((p.output or {}).get("scores") or {})[name])
-            for p in preds.values()
-            if name in ((p.output or {}).get("scores") or {})
-        ]
-        out.append(
-            MetricSummary(
-                name=name,
-                values=values,
-                min=float(m["min"]),
-                max=float(m["max"]),
-                step=float(m["step"]),
-                draft_mean=sum(drafted) / len(drafted) if drafted else None,
-            )
-        )
-    return out

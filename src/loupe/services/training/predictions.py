@@ -12,6 +12,8 @@ from loupe.db.models import ModelVersion, Prediction, Project
 from loupe.errors import ErrorCode, LoupeError
 from loupe.services.items.query import active_version_id
 from loupe.services.labels import core as labels
+from loupe.tasks import kind_of
+from loupe.tasks.base import Draft
 
 
 def item_predictions(db: Session, project: Project, item_id: int) -> list[Prediction]:
@@ -27,14 +29,8 @@ def item_predictions(db: Session, project: Project, item_id: int) -> list[Predic
 
 
 def _value_of(project: Project, pred: Prediction) -> labels.LabelValue:
-    if project.task == "classify":
-        if pred.label is None:
-            raise LoupeError(ErrorCode.CONFLICT, f"item {pred.item_id}'s draft has no class")
-        return labels.LabelValue(kind="class", label=pred.label)
-    scores = (pred.output or {}).get("scores")
-    if not scores:
-        raise LoupeError(ErrorCode.CONFLICT, f"item {pred.item_id}'s draft has no scores")
-    return labels.LabelValue(kind="scores", scores=dict(scores))
+    draft = Draft(label=pred.label, output=pred.output or {})
+    return kind_of(project.task).label_from_draft(draft, item_id=pred.item_id)
 
 
 def accept(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,81 +18,39 @@ import numpy as np
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from loupe.db.models import Annotation, AnnotationEvent, Item, Job, ModelVersion, Project
+from loupe.db.models import AnnotationEvent, Job, ModelVersion, Project
 from loupe.db.session import session_scope
 from loupe.db.types import utcnow
 from loupe.errors import ErrorCode, LoupeError
-from loupe.jobs.core import JobContext, register_job_kind, submit
+from loupe.jobs.context import JobContext
+from loupe.jobs.core import submit
+from loupe.jobs.registry import register_job_kind
 from loupe.settings import Settings
+from loupe.tasks import kind_of
+from loupe.tasks.base import TrainingData
+from loupe.tasks.embedding import ensemble_members
 
 log = logging.getLogger(__name__)
-MIN_PER_CLASS = 2
 TRAIN_KIND = "train"
 Progress = Callable[[float, str], None]
 
 
-@dataclass
-class TrainingData:
-    project_id: int
-    task: str
-    schema: dict[str, Any]
-    settings: dict[str, Any]
-    items: list[tuple[int, str | list[str]]]  # (item id, path or DICOM file list)
-    labels: dict[int, Any]  # item id -> class name or {metric: score}
-
-
-def load_training_data(db: Session, project_id: int) -> TrainingData:
+def _project(db: Session, project_id: int) -> Project:
     project = db.get(Project, project_id)
     if project is None:
         raise LoupeError(ErrorCode.NOT_FOUND, f"project {project_id} not found")
-    if project.task not in ("classify", "score"):
-        raise LoupeError(
-            ErrorCode.INVALID, f"{project.task} projects are trained by their own trainer"
-        )
-    rows = db.execute(
-        select(Item.id, Item.uri, Item.files)
-        .where(Item.project_id == project_id, Item.status != "error")
-        .order_by(Item.id)
-    ).all()
-    items = [(i, files if files else uri) for i, uri, files in rows]
-    kind = "class" if project.task == "classify" else "scores"
-    labels: dict[int, Any] = {}
-    for item_id, label, scores in db.execute(
-        select(Annotation.item_id, Annotation.label, Annotation.scores).where(
-            Annotation.project_id == project_id,
-            Annotation.kind == kind,
-            Annotation.origin == "human",
-        )
-    ):
-        labels[item_id] = label if kind == "class" else scores
-    return TrainingData(
-        project_id=project.id,
-        task=project.task,
-        schema=dict(project.schema),
-        settings=dict(project.settings),
-        items=items,
-        labels=labels,
-    )
+    return project
+
+
+def load_training_data(db: Session, project_id: int) -> TrainingData:
+    """The project's items and human labels, as its task kind reads them."""
+    project = _project(db, project_id)
+    return kind_of(project.task).load_training_data(db, project)
 
 
 def check_trainable(data: TrainingData) -> None:
     """Raise a clear 422 when the labels cannot train a model yet."""
-    if data.task == "classify":
-        counts: dict[str, int] = {}
-        for label in data.labels.values():
-            counts[label] = counts.get(label, 0) + 1
-        ready = [c for c, n in counts.items() if n >= MIN_PER_CLASS]
-        if len(ready) < 2:
-            raise LoupeError(
-                ErrorCode.INVALID,
-                f"training needs at least {MIN_PER_CLASS} human labels in each of at least two "
-                f"classes; have {counts or 'none'}",
-            )
-    elif len(data.labels) < 3:
-        raise LoupeError(
-            ErrorCode.INVALID,
-            f"training needs at least 3 scored items; have {len(data.labels)}",
-        )
+    kind_of(data.task).check_trainable(data)
 
 
 def request_training(
@@ -130,7 +87,7 @@ def run_train_job(settings: Settings, ctx: JobContext, params: dict[str, Any]) -
 
 
 def _new_version(settings: Settings, data: TrainingData, *, job_id: int | None, mode: str) -> int:
-    members = list(data.settings.get("ensemble") or ["effnet-lite0", "mobilenet_v2"])
+    members = ensemble_members(data.settings)
     with session_scope(settings.db_url) as db:
         number = (
             db.scalar(
@@ -171,17 +128,16 @@ def train_project(
     mode: str = "frozen",
 ) -> dict[str, Any]:
     """Train, predict every item and activate the new version; return a summary."""
-    from loupe.services.training.steps import fit_and_predict, write_predictions
-
     report = progress or (lambda _f, _m: None)
     with session_scope(settings.db_url, write=False) as db:
         data = load_training_data(db, project_id)
-    check_trainable(data)
+    kind = kind_of(data.task)
+    kind.check_trainable(data)
     version_id = _new_version(settings, data, job_id=job_id, mode=mode)
     try:
-        outcome = fit_and_predict(settings, data, version_id, mode=mode, report=report)
+        outcome = kind.fit_and_predict(settings, data, version_id, mode=mode, report=report)
         report(0.9, "writing predictions")
-        write_predictions(settings, data.project_id, version_id, outcome.predictions)
+        kind.write_predictions(settings, data.project_id, version_id, outcome)
         artifact = _save_artifact(settings, data.project_id, version_id, outcome.state)
         _activate(settings, data.project_id, version_id, outcome, artifact)
     except BaseException as exc:
@@ -285,7 +241,7 @@ def maybe_autotrain(settings: Settings, project_id: int, *, user_id: int | None)
     """
     with session_scope(settings.db_url, write=False) as db:
         project = db.get(Project, project_id)
-        if project is None or project.task not in ("classify", "score"):
+        if project is None or not kind_of(project.task).trainable:
             return None
         every = int(project.settings.get("retrain_every") or 0)
         if every <= 0 or labels_since_last_version(db, project_id) < every:
