@@ -274,6 +274,9 @@ def _child(kind: str, home: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from loupe.plugins import load_plugins
+
+    load_plugins()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000, help="items in the project")
     parser.add_argument("--http", action="store_true", help="also through uvicorn + httpx")

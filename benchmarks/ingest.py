@@ -135,6 +135,9 @@ def run_ingest(folder: Path, n: int) -> tuple[float, dict[str, object]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from loupe.plugins import load_plugins
+
+    load_plugins()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000, help="number of images (default 2000)")
     args = parser.parse_args(argv)

@@ -125,6 +125,10 @@ def build(home: Path, n: int) -> dict[str, Any]:
     """Write the SQLite database and the thumbnails of an ``n``-item project."""
     import multiprocessing
 
+    from loupe.plugins import load_plugins
+
+    load_plugins()
+
     from sqlalchemy import insert, update
 
     from loupe.db.migrate import upgrade

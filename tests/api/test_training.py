@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
-from loupe.db.models import AnnotationEvent, Item, ModelVersion, Prediction
+from loupe.db.models import AnnotationEvent, Item, ModelVersion, Prediction, Project
 
 FAST = ["classic", "mobilenet_v2"]
 SOURCES = {"neutrophil": "immunohistochemistry", "lymphocyte": "retina", "monocyte": "gravel"}
@@ -131,12 +131,10 @@ def test_failed_training_keeps_the_previous_model(trained_setup: Any, db: Any) -
     _label(c, project.id, truth, per_class=2)
     assert c.post(f"/api/projects/{project.id}/train", json={}).status_code == 202
     good = db.scalar(select(ModelVersion.id).where(ModelVersion.active.is_(True)))
-    db.rollback()
-    r = c.patch(
-        f"/api/projects/{project.id}",
-        json={"settings": {"ensemble": ["classic", "no-such-backbone"]}},
-    )
-    assert r.status_code == 200
+    # a backbone that went missing since (the API rejects unknown ones up front)
+    row = db.get(Project, project.id)
+    row.settings = {**row.settings, "ensemble": ["classic", "no-such-backbone"]}
+    db.commit()
     job = c.post(f"/api/projects/{project.id}/train", json={}).json()
     job = c.get(f"/api/jobs/{job['id']}").json()
     assert job["status"] == "failed" and "no-such-backbone" in job["error"]
@@ -164,7 +162,8 @@ def test_rollback_and_accept_drafts(trained_setup: Any, db: Any) -> None:
     r = c.post(f"/api/projects/{project.id}/items/{one['id']}/accept", json={"version": 0})
     assert r.status_code == 200, r.text
     assert r.json()["annotation"]["label"] == one["draft"]["label"]
-    assert r.json()["annotation"]["origin"] == "human"
+    assert r.json()["annotation"]["origin"] == "model_accepted"
+    assert r.json()["annotation"]["model_version_id"] == v1
     hist = c.get(f"/api/projects/{project.id}/items/{one['id']}/history").json()["data"]
     assert hist[-1]["source"] == "accept"
     batch = c.post(
@@ -241,3 +240,19 @@ def test_finetune_mode_compares_with_the_frozen_version_on_the_same_folds(
     assert all(i["draft"]["label"] in SOURCES for i in items)
     pred = c.get(f"/api/projects/{project.id}/items/{items[0]['id']}/predictions").json()
     assert "mobilenet_v2-finetuned" in pred["data"][0]["members"]
+
+
+def test_the_project_setting_chooses_the_head(trained_setup: Any, login: Any) -> None:
+    _, project, c, truth, _ = trained_setup(class_head="mlp", review_budget=0.25)
+    bad = c.patch(f"/api/projects/{project.id}", json={"settings": {"class_head": "forest"}})
+    assert bad.status_code == 422 and "mlp" in bad.text and "softmax" in bad.text
+    bad = c.patch(f"/api/projects/{project.id}", json={"settings": {"review_budget": 1.5}})
+    assert bad.status_code == 422
+    _label(c, project.id, truth, per_class=3)
+    r = c.post(f"/api/projects/{project.id}/train", json={})
+    assert c.get(f"/api/jobs/{r.json()['id']}").json()["status"] == "done"
+    version = c.get(f"/api/projects/{project.id}/versions").json()["data"][0]
+    assert version["params"]["class_head"] == "mlp"
+    items = c.get(f"/api/projects/{project.id}/items?limit=100").json()["data"]
+    flagged = sum(1 for i in items if i["draft"]["flagged"])
+    assert flagged <= int(0.25 * len(items))  # the review budget caps the flags

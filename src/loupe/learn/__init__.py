@@ -1,4 +1,5 @@
-"""Heads, calibration, cross-validation, ensembles and fine-tuning: arrays in, results out.
+"""Heads, calibration, cross-validation, ensembles, novelty, triage and fine-tuning: arrays in,
+results out.
 
 Knows nothing of HTTP, the database or jobs. Inputs are float32 ``(n, dim)``
 feature matrices (L2-normalised backbone embeddings). torch is imported only
@@ -6,7 +7,8 @@ inside :mod:`loupe.learn.finetune`'s functions.
 
 Registries (by name, for ``/api/info`` and the service layer):
 
-- ``CLASS_HEADS``: class-project heads, ``name -> class`` with ``fit/logits/to_state/from_state``;
+- ``CLASS_HEADS``: class-project heads, ``name -> class`` with ``fit/logits/to_state/from_state``
+  (``softmax``: calibrated logistic regression, the default; ``mlp``: one hidden layer);
 - ``SCORE_HEADS``: score-project heads with ``fit/predict/to_state/from_state``.
 """
 
@@ -20,8 +22,20 @@ from loupe.learn.calibration import (
 )
 from loupe.learn.classify import ClassifierHead
 from loupe.learn.crossval import FoldPlan, kfold, stratified_folds
-from loupe.learn.ensemble import combine_members, triage_classes, triage_scores
-from loupe.learn.metrics import classification_metrics, score_metrics
+from loupe.learn.ensemble import (
+    apply_review_budget,
+    combine_members,
+    triage_classes,
+    triage_scores,
+)
+from loupe.learn.metrics import (
+    classification_metrics,
+    format_rate,
+    score_metrics,
+    wilson_interval,
+)
+from loupe.learn.mlp_head import MLPClassifierHead
+from loupe.learn.novelty import Novelty, knn_distance, novelty_scores
 from loupe.learn.regress import ScoreHead, snap
 from loupe.learn.state import state_from_bytes, state_to_bytes
 from loupe.learn.train import (
@@ -33,7 +47,10 @@ from loupe.learn.train import (
     train_score_ensemble,
 )
 
-CLASS_HEADS: dict[str, type[ClassifierHead]] = {ClassifierHead.kind: ClassifierHead}
+CLASS_HEADS: dict[str, type[ClassifierHead] | type[MLPClassifierHead]] = {
+    ClassifierHead.kind: ClassifierHead,
+    MLPClassifierHead.kind: MLPClassifierHead,
+}
 SCORE_HEADS: dict[str, type[ScoreHead]] = {ScoreHead.kind: ScoreHead}
 
 __all__ = [
@@ -43,15 +60,20 @@ __all__ = [
     "ClassifierEnsembleResult",
     "ClassifierHead",
     "FoldPlan",
+    "Novelty",
     "ScoreEnsembleResult",
     "ScoreHead",
     "ScorePredictions",
+    "apply_review_budget",
     "classification_metrics",
     "combine_members",
     "conformal_threshold",
     "expected_calibration_error",
     "fit_temperature",
+    "format_rate",
     "kfold",
+    "knn_distance",
+    "novelty_scores",
     "prediction_sets",
     "score_metrics",
     "snap",
@@ -62,4 +84,5 @@ __all__ = [
     "train_score_ensemble",
     "triage_classes",
     "triage_scores",
+    "wilson_interval",
 ]

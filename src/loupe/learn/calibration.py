@@ -2,6 +2,32 @@
 
 All functions take plain NumPy arrays: ``logits`` / ``probs`` of shape
 ``(n, k)`` and ``y`` of shape ``(n,)`` holding class indices in ``[0, k)``.
+
+Why the temperature is fitted on smoothed targets
+-------------------------------------------------
+Plain temperature scaling (maximum likelihood on out-of-fold logits)
+collapses when the out-of-fold predictions are perfectly separated, which is
+the normal case with 10-20 easy labels: the likelihood keeps rising as
+``T -> 0``, so ``T`` ran to its lower bound and every draft read 100% (or 50%
+on the boundary), including images unlike anything labelled. Maximum
+likelihood is right only when the out-of-fold errors it sees are a fair
+sample; "0 errors in 18" is evidence for high accuracy, not for certainty.
+
+:func:`fit_temperature` therefore fits ``T`` to *Laplace-smoothed targets*:
+each out-of-fold item's true class gets ``(n + 1) / (n + 2)`` (Laplace's rule
+of succession on its ``n`` out-of-fold outcomes: after ``n`` right out of
+``n``, the next is right with probability ``(n + 1) / (n + 2)``), the other
+``1 / (n + 2)`` is spread over the other labelled classes. This is the
+multi-class form of Platt's (1999) targets, which scikit-learn's sigmoid
+calibration uses for the same reason. The objective stays convex in ``1 / T``
+and now has a finite minimum even on separable data (predictions sharper than
+the targets cost more, not less), so ``T`` cannot collapse; the smoothing is
+``O(1 / n)`` and vanishes as labels accumulate, so a large calibration set
+gets the plain maximum-likelihood temperature. We preferred it to a hard
+floor such as ``T >= 1`` (arbitrary, and it leaves an over-confident head as
+over-confident as it was) and to a Gaussian prior on ``log T`` (whose width
+is a free knob with no data-driven value). The bounds
+``[MIN_TEMPERATURE, MAX_TEMPERATURE]`` remain as a numerical safety net.
 """
 
 from __future__ import annotations
@@ -14,8 +40,9 @@ from numpy.typing import NDArray
 FloatArray = NDArray[np.floating]
 IntArray = NDArray[np.integer]
 
-# Searched on log T; outside this range the logits are either useless or the
-# optimum is "infinitely sharp" (separable out-of-fold data), so clip.
+# Searched on log T: a numerical safety net. With smoothed targets the optimum
+# is finite (see the module docstring); plain maximum likelihood
+# (``laplace=False``) on separable data still runs to MIN_TEMPERATURE.
 MIN_TEMPERATURE = 0.05
 MAX_TEMPERATURE = 20.0
 
@@ -31,42 +58,78 @@ def softmax(logits: FloatArray, temperature: float = 1.0) -> NDArray[np.float32]
     return z
 
 
-def _nll(logits: NDArray[np.float64], y: IntArray, temperature: float) -> float:
+def laplace_targets(y: IntArray, n_classes: int) -> NDArray[np.float64]:
+    """Soft targets ``(n, n_classes)`` for calibration: Laplace's rule of succession.
+
+    Row ``i`` gives its class ``y[i]`` the weight ``(n + 1) / (n + 2)`` and
+    spreads ``1 / (n + 2)`` evenly over the *other classes present in* ``y``
+    (a class without labels keeps 0: its logits may be the huge negative
+    constant of an absent class). With a single class present the targets are
+    one-hot.
+    """
+    labels = np.asarray(y, dtype=np.int64)
+    n = len(labels)
+    targets = np.zeros((n, n_classes), dtype=np.float64)
+    present = np.unique(labels)
+    if n == 0:
+        return targets
+    if len(present) < 2:
+        targets[np.arange(n), labels] = 1.0
+        return targets
+    rest = 1.0 / (n + 2)
+    targets[:, present] = rest / (len(present) - 1)
+    targets[np.arange(n), labels] = 1.0 - rest
+    return targets
+
+
+def _nll(logits: NDArray[np.float64], targets: NDArray[np.float64], temperature: float) -> float:
+    """Mean cross-entropy of ``softmax(logits / T)`` against (soft) ``targets``."""
     z = logits / temperature
     z = z - z.max(axis=1, keepdims=True)
     log_norm = np.log(np.exp(z).sum(axis=1))
-    return float(np.mean(log_norm - z[np.arange(len(y)), y]))
+    # rows' targets sum to one: H = logsumexp(z) - sum_c t_c z_c
+    return float(np.mean(log_norm - (targets * z).sum(axis=1)))
 
 
-def fit_temperature(logits: FloatArray, y: IntArray) -> float:
-    """Temperature ``T > 0`` minimising the NLL of ``softmax(logits / T)`` on ``(logits, y)``.
+def fit_temperature(logits: FloatArray, y: IntArray, *, laplace: bool = True) -> float:
+    """Temperature ``T > 0`` minimising the cross-entropy of ``softmax(logits / T)``.
 
-    Fit it on out-of-fold logits. The NLL is convex in ``1 / T``, hence unimodal
-    in ``log T``: a golden-section search on ``log T`` over
+    Fit it on out-of-fold ``logits`` ``(n, k)`` with true classes ``y`` ``(n,)``.
+    With ``laplace`` (the default) the targets are :func:`laplace_targets`,
+    so perfectly separated logits give a finite ``T`` (see the module
+    docstring); ``laplace=False`` is plain maximum likelihood (one-hot
+    targets). The objective is convex in ``1 / T``, hence unimodal in
+    ``log T``: a golden-section search on ``log T`` over
     ``[MIN_TEMPERATURE, MAX_TEMPERATURE]`` finds it (to ~1e-5 relative).
     Dividing by ``T`` never changes the argmax. Returns 1.0 when there is
-    nothing to fit (no rows, or fewer than two classes).
+    nothing to fit (no rows, fewer than two columns or fewer than two classes
+    in ``y``).
     """
     z = np.asarray(logits, dtype=np.float64)
     labels = np.asarray(y, dtype=np.int64)
     if z.ndim != 2 or len(z) != len(labels):
         raise ValueError(f"logits must be (n, k) matching y; got {z.shape} and {labels.shape}")
-    if len(labels) == 0 or z.shape[1] < 2:
+    if len(labels) == 0 or z.shape[1] < 2 or len(np.unique(labels)) < 2:
         return 1.0
-    # absent-class logits (-1e4) would only add exp(-huge) = 0 terms; keep them finite
+    if laplace:
+        targets = laplace_targets(labels, z.shape[1])
+    else:
+        targets = np.zeros(z.shape, dtype=np.float64)
+        targets[np.arange(len(labels)), labels] = 1.0
+    # absent-class logits (-1e4) have target 0 and add only exp(-huge) = 0 terms
     low, high = math.log(MIN_TEMPERATURE), math.log(MAX_TEMPERATURE)
     ratio = (math.sqrt(5.0) - 1.0) / 2.0
     a, b = low + (1 - ratio) * (high - low), low + ratio * (high - low)
-    fa, fb = _nll(z, labels, math.exp(a)), _nll(z, labels, math.exp(b))
+    fa, fb = _nll(z, targets, math.exp(a)), _nll(z, targets, math.exp(b))
     while high - low > 1e-5:
         if fa <= fb:
             high, b, fb = b, a, fa
             a = low + (1 - ratio) * (high - low)
-            fa = _nll(z, labels, math.exp(a))
+            fa = _nll(z, targets, math.exp(a))
         else:
             low, a, fa = a, b, fb
             b = low + ratio * (high - low)
-            fb = _nll(z, labels, math.exp(b))
+            fb = _nll(z, targets, math.exp(b))
     return float(math.exp((low + high) / 2))
 
 

@@ -2,10 +2,21 @@
 
 Class reasons, first applicable in this order:
 
+- ``"novel"``: the item is unlike every labelled item (see
+  :mod:`loupe.learn.novelty`; the UI says "unlike the labelled images"): its
+  draft is a guess from outside the labelled data, however confident;
 - ``"disagreement"``: the members' argmax classes differ;
 - ``"low_confidence"``: they agree but the ensemble's max probability is
   below ``threshold``;
 - ``"ambiguous_set"``: the conformal prediction set has more than one class.
+
+Score items are flagged as novel first, then when the members differ by more
+than one step.
+
+A review budget (:func:`apply_review_budget`, ``max_flag_fraction``) caps the
+share of flagged items: novel items are kept first (most novel first), then
+the most uncertain ones (least confident for classes, widest member spread
+for scores); the rest lose their flag and reason.
 
 Uncertainty is the normalised entropy of the ensemble distribution,
 ``H(p) / log(k)`` in ``[0, 1]`` (0: one class certain, 1: uniform);
@@ -22,6 +33,7 @@ from numpy.typing import NDArray
 
 from loupe.learn.metrics import MetricSpec, metric_step
 
+NOVEL = "novel"
 DISAGREEMENT = "disagreement"
 LOW_CONFIDENCE = "low_confidence"
 AMBIGUOUS_SET = "ambiguous_set"
@@ -64,15 +76,21 @@ def triage_classes(
     *,
     threshold: float = DEFAULT_THRESHOLD,
     conformal_sets: NDArray[np.bool_] | None = None,
+    novel: NDArray[np.bool_] | None = None,
 ) -> tuple[NDArray[np.bool_], list[str | None]]:
     """Flag items for review: ``(flagged bool (n,), reason per item or None)``.
 
     ``member_probs`` are the members' ``(n, k)`` probabilities, ``ensemble_probs``
     their combination; ``conformal_sets`` an optional ``(n, k)`` boolean matrix
-    from :func:`loupe.learn.calibration.prediction_sets`.
+    from :func:`loupe.learn.calibration.prediction_sets`; ``novel`` an optional
+    ``(n,)`` mask from :func:`loupe.learn.novelty.novelty_scores` (reason
+    ``"novel"``, before every other reason).
     """
     ensemble = np.asarray(ensemble_probs)
     n = len(ensemble)
+    is_novel = np.zeros(n, dtype=bool) if novel is None else np.asarray(novel, dtype=bool)
+    if is_novel.shape != (n,):
+        raise ValueError(f"novel must be ({n},), got {is_novel.shape}")
     votes = np.stack([np.asarray(p).argmax(axis=1) for p in member_probs])  # (members, n)
     disagree = np.any(votes != votes[:1], axis=0)
     low = ~disagree & (ensemble.max(axis=1) < threshold)
@@ -83,8 +101,62 @@ def triage_classes(
     codes[disagree] = 1
     codes[low] = 2
     codes[ambiguous] = 3
-    names: list[str | None] = [None, DISAGREEMENT, LOW_CONFIDENCE, AMBIGUOUS_SET]
+    codes[is_novel] = 4
+    names: list[str | None] = [None, DISAGREEMENT, LOW_CONFIDENCE, AMBIGUOUS_SET, NOVEL]
     return codes > 0, [names[c] for c in codes.tolist()]
+
+
+def apply_review_budget(
+    flagged: NDArray[np.bool_],
+    reasons: Sequence[str | None],
+    *,
+    uncertainty: NDArray[np.floating],
+    max_flag_fraction: float | None,
+    novelty: NDArray[np.floating] | None = None,
+) -> tuple[NDArray[np.bool_], list[str | None]]:
+    """Keep at most ``floor(max_flag_fraction * n)`` of the ``n`` items flagged.
+
+    ``flagged`` ``(n,)`` and ``reasons`` come from :func:`triage_classes` or
+    :func:`triage_scores`. Flagged items are ranked: reason ``"novel"`` first
+    (by ``novelty`` ``(n,)``, highest first, when given), then by ``uncertainty``
+    ``(n,)`` (highest first; ties keep item order). Items past the budget lose
+    their flag and reason. ``max_flag_fraction`` ``None`` (or 1) keeps every flag.
+    Returns new ``(flagged, reasons)``.
+    """
+    flags = np.asarray(flagged, dtype=bool).copy()
+    out = list(reasons)
+    n = len(flags)
+    if len(out) != n or np.shape(uncertainty) != (n,):
+        raise ValueError(
+            f"flagged, reasons and uncertainty must have one entry per item ({n}), got "
+            f"{len(out)} reasons and uncertainty of shape {np.shape(uncertainty)}"
+        )
+    if max_flag_fraction is None:
+        return flags, out
+    if not 0.0 <= max_flag_fraction <= 1.0:
+        raise ValueError(f"max_flag_fraction must be in [0, 1], got {max_flag_fraction}")
+    budget = int(np.floor(max_flag_fraction * n + 1e-9))
+    candidates = np.flatnonzero(flags)
+    if len(candidates) <= budget:
+        return flags, out
+    is_novel = np.array([out[i] == NOVEL for i in candidates], dtype=bool)
+    extra = (
+        np.zeros(len(candidates))
+        if novelty is None
+        else np.asarray(novelty, dtype=np.float64)[candidates]
+    )
+    # lexsort: the last key is the primary one; negate for "highest first"
+    order = np.lexsort(
+        (
+            -np.asarray(uncertainty, dtype=np.float64)[candidates],
+            np.where(is_novel, -extra, 0.0),
+            ~is_novel,
+        )
+    )
+    for i in candidates[order[budget:]].tolist():
+        flags[i] = False
+        out[i] = None
+    return flags, out
 
 
 def score_spread(
@@ -103,20 +175,30 @@ def score_spread(
 def triage_scores(
     member_preds: Sequence[NDArray[np.floating]],
     metrics: Sequence[MetricSpec],
+    *,
+    novel: NDArray[np.bool_] | None = None,
 ) -> tuple[NDArray[np.bool_], list[str | None]]:
-    """Flag items whose members differ by more than one step on any metric.
+    """Flag novel items and items whose members differ by more than one step on any metric.
 
     ``member_preds`` are ``(n, m)`` predictions in original units (snapped);
     ``metrics`` the specs ``[{name, min, max, step}]`` (the steps, and names for
-    the reason). Returns ``(flagged (n,), reasons)`` where a reason reads
+    the reason); ``novel`` an optional ``(n,)`` mask (reason ``"novel"``, first).
+    Returns ``(flagged (n,), reasons)`` where a reason reads ``"novel"`` or
     ``"members differ by more than one step on grade, size"``.
     """
     # tolerance so that exactly one step apart in float arithmetic is not "more than one"
     too_far = score_spread(member_preds, metrics) > 1.0 + 1e-5
     names = [str(m["name"]) for m in metrics]
-    flagged: NDArray[np.bool_] = np.any(too_far, axis=1)
-    reasons: list[str | None] = [None] * len(flagged)
+    n = len(too_far)
+    is_novel = np.zeros(n, dtype=bool) if novel is None else np.asarray(novel, dtype=bool)
+    if is_novel.shape != (n,):
+        raise ValueError(f"novel must be ({n},), got {is_novel.shape}")
+    flagged: NDArray[np.bool_] = np.any(too_far, axis=1) | is_novel
+    reasons: list[str | None] = [None] * n
     for i in np.flatnonzero(flagged).tolist():
+        if is_novel[i]:
+            reasons[i] = NOVEL
+            continue
         which = ", ".join(name for name, far in zip(names, too_far[i], strict=True) if far)
         reasons[i] = f"members differ by more than one step on {which}"
     return flagged, reasons

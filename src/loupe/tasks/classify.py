@@ -36,7 +36,7 @@ from loupe.tasks.base import (
     check_color,
     unique,
 )
-from loupe.tasks.embedding import EmbeddingTaskKind, FeatureMap
+from loupe.tasks.embedding import EmbeddingTaskKind, FeatureMap, review_budget
 
 if TYPE_CHECKING:
     from loupe.settings import Settings
@@ -45,6 +45,7 @@ RESERVED_HOTKEYS = frozenset({"0", "x", "z"})  # unsure, skip, undo in the grid
 LABEL_COLUMNS = ("label", "class")
 UNLABELED = "_unlabeled"
 MIN_PER_CLASS = 2
+DEFAULT_HEAD = "softmax"  # calibrated logistic regression (loupe.learn.CLASS_HEADS)
 FINETUNE_MAX_ITEMS = 3000  # images held in memory for fine-tuning
 
 
@@ -91,7 +92,7 @@ class ClassifyKind(EmbeddingTaskKind):
     schema_model = ClassifySchema
     label_kinds = ("class",)
     schema_file = "classes.json"
-    heads = ("logistic",)
+    heads = ("softmax", "mlp")
 
     # --- schema and labels -------------------------------------------------------------
 
@@ -194,14 +195,14 @@ class ClassifyKind(EmbeddingTaskKind):
         if raw.lower() in DECISION_KINDS:
             return LabelValue(kind=raw.lower(), note=note)
         classes: dict[str, str] = {}
-        for name in self.label_names(schema):
-            classes[name] = name
-            classes.setdefault(name.casefold(), name)
-        name = classes.get(raw) or classes.get(raw.casefold())
-        if name is None:
+        for class_name in self.label_names(schema):
+            classes[class_name] = class_name
+            classes.setdefault(class_name.casefold(), class_name)
+        found = classes.get(raw) or classes.get(raw.casefold())
+        if found is None:
             known = ", ".join(sorted(set(classes.values())))
             return f"{raw!r} is not a class of this project ({known})"
-        return LabelValue(kind="class", label=name, note=note)
+        return LabelValue(kind="class", label=found, note=note)
 
     # --- reports -----------------------------------------------------------------------
 
@@ -252,6 +253,7 @@ def _fit_classes(
     names: list[str],
     ids: list[int],
 ) -> FitOutcome:
+    from loupe.learn import CLASS_HEADS
     from loupe.learn.state import state_to_bytes
     from loupe.learn.train import train_classifier_ensemble
 
@@ -259,7 +261,20 @@ def _fit_classes(
     y = np.array([index[data.labels[i]] for i in labelled], dtype=np.int64)
     threshold = float(data.settings.get("confidence_threshold", 0.8))
     alpha = data.settings.get("conformal_alpha", 0.1)
-    result = train_classifier_ensemble(feats, y, names, threshold=threshold, conformal_alpha=alpha)
+    head_name = str(data.settings.get("class_head") or DEFAULT_HEAD)
+    if head_name not in CLASS_HEADS:
+        raise LoupeError(
+            ErrorCode.INVALID, f"unknown class head {head_name!r}; use one of {sorted(CLASS_HEADS)}"
+        )
+    result = train_classifier_ensemble(
+        feats,
+        y,
+        names,
+        threshold=threshold,
+        conformal_alpha=alpha,
+        max_flag_fraction=review_budget(data.settings),
+        head=CLASS_HEADS[head_name],
+    )
     p = result.predictions
     rows = []
     for r, item_id in enumerate(ids):
@@ -272,7 +287,11 @@ def _fit_classes(
                 "confidence": round(float(mp[r, k]), 5),
                 "probs": {n: round(float(v), 5) for n, v in zip(names, mp[r], strict=True)},
             }
-        output: dict[str, Any] = {"probs": probs}
+        output: dict[str, Any] = {
+            "probs": probs,
+            "novel": bool(p.novel[r]),
+            "novelty": round(float(p.novelty[r]), 4),
+        }
         if p.prediction_sets is not None:
             output["prediction_set"] = [
                 n for n, s in zip(names, p.prediction_sets[r], strict=True) if s
@@ -304,7 +323,7 @@ def _fit_classes(
             "conformal_alpha": result.conformal_alpha,
             "qhat": result.qhat,
         },
-        params={"threshold": threshold, "classes": names},
+        params={"threshold": threshold, "classes": names, "class_head": head_name},
         state=state,
         trained_on_ids=labelled,
         label_counts=counts,
@@ -325,7 +344,7 @@ def _add_finetune(
     frozen heads for the comparison) and replace the drafts with its predictions."""
     from loupe.features import build_torch_model, preprocessing_of, read_rgb
     from loupe.learn.calibration import softmax
-    from loupe.learn.ensemble import triage_classes
+    from loupe.learn.ensemble import apply_review_budget, triage_classes
     from loupe.learn.finetune import compare_metrics, finetune, finetune_cv, predict_finetuned
 
     if len(labelled) > FINETUNE_MAX_ITEMS:
@@ -344,9 +363,15 @@ def _add_finetune(
 
     # Project settings may shorten the schedule (small data, CPU-only machines).
     epochs = int(data.settings.get("finetune_epochs", 20))
-    cv = finetune_cv(builder, images, y, class_names=names, epochs=epochs, patience=3)
+
+    def check() -> None:  # per batch: a cancel stops the fine-tune within one batch
+        report(0.8, "fine-tuning")
+
+    cv = finetune_cv(builder, images, y, class_names=names, epochs=epochs, patience=3, check=check)
     report(0.85, "fine-tuning on all labels")
-    model = finetune(builder, images, y, n_classes=len(names), epochs=epochs, patience=3)
+    model = finetune(
+        builder, images, y, n_classes=len(names), epochs=epochs, patience=3, check=check
+    )
     logits = []
     for start in range(0, len(ids), 256):
         chunk = np.stack([read_rgb(sources[i], size=size) for i in ids[start : start + 256]])
@@ -354,14 +379,22 @@ def _add_finetune(
     probs = softmax(np.concatenate(logits) / max(cv.temperature, 1e-3))
     frozen = outcome.metrics.get("ensemble") or {}
     threshold = float(data.settings.get("confidence_threshold", 0.8))
-    flagged, reasons = triage_classes([probs], probs, threshold=threshold)
+    novel = np.array([bool(row.output.get("novel")) for row in outcome.predictions])
+    flagged, reasons = triage_classes([probs], probs, threshold=threshold, novel=novel)
+    flagged, reasons = apply_review_budget(
+        flagged,
+        reasons,
+        uncertainty=1.0 - probs.max(axis=1),
+        max_flag_fraction=review_budget(data.settings),
+    )
     for r, row in enumerate(outcome.predictions):
         k = int(np.argmax(probs[r]))
         row.members = {**row.members, f"{member}-finetuned": {"label": names[k]}}
         row.label, row.confidence = names[k], float(probs[r, k])
         row.flagged, row.flag_reason = bool(flagged[r]), reasons[r]
         row.output = {
-            "probs": {n: round(float(v), 5) for n, v in zip(names, probs[r], strict=True)}
+            "probs": {n: round(float(v), 5) for n, v in zip(names, probs[r], strict=True)},
+            "novel": bool(novel[r]),
         }
     outcome.metrics = {
         **outcome.metrics,

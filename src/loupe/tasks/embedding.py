@@ -13,16 +13,15 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import insert, update
+from sqlalchemy import update
 
-from loupe.db.models import Item, Prediction
+from loupe.db.models import Item
 from loupe.db.session import session_scope
-from loupe.tasks.base import FitOutcome, PredictionRow, Report, TaskKind, TrainingData
+from loupe.tasks.base import FitOutcome, Report, TaskKind, TrainingData
 
 if TYPE_CHECKING:
     from loupe.settings import Settings
 
-INSERT_CHUNK = 2000
 DEFAULT_ENSEMBLE = ("effnet-lite0", "mobilenet_v2")
 FeatureMap = dict[str, tuple[np.ndarray, np.ndarray]]  # member -> (X_labelled, X_all)
 
@@ -30,6 +29,12 @@ FeatureMap = dict[str, tuple[np.ndarray, np.ndarray]]  # member -> (X_labelled, 
 def ensemble_members(settings: dict[str, Any]) -> list[str]:
     """The project's ensemble members (backbone names), default effnet + mobilenet."""
     return list(settings.get("ensemble") or DEFAULT_ENSEMBLE)
+
+
+def review_budget(settings: dict[str, Any]) -> float | None:
+    """The project's review budget: the most items a model may flag, as a fraction."""
+    value = settings.get("review_budget")
+    return None if value in (None, 0, 1) else float(value)
 
 
 def compute_features(
@@ -80,33 +85,6 @@ def mark_unreadable(settings: Settings, errors: dict[int, str]) -> None:
         for item_id, reason in errors.items():
             db.execute(
                 update(Item).where(Item.id == item_id).values(status="error", error=reason[:2000])
-            )
-
-
-def insert_prediction_rows(
-    settings: Settings, project_id: int, version_id: int, rows: Sequence[PredictionRow]
-) -> None:
-    """Bulk-insert a version's predictions in chunks (before it becomes active)."""
-    for start in range(0, len(rows), INSERT_CHUNK):
-        part = rows[start : start + INSERT_CHUNK]
-        with session_scope(settings.db_url) as db:
-            db.execute(
-                insert(Prediction),
-                [
-                    {
-                        "project_id": project_id,
-                        "item_id": r.item_id,
-                        "model_version_id": version_id,
-                        "label": r.label,
-                        "confidence": r.confidence,
-                        "uncertainty": r.uncertainty,
-                        "flagged": r.flagged,
-                        "flag_reason": r.flag_reason,
-                        "output": r.output,
-                        "members": r.members,
-                    }
-                    for r in part
-                ],
             )
 
 

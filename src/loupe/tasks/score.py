@@ -31,7 +31,7 @@ from loupe.tasks.base import (
     TrainingData,
     unique,
 )
-from loupe.tasks.embedding import EmbeddingTaskKind, FeatureMap
+from loupe.tasks.embedding import EmbeddingTaskKind, FeatureMap, review_budget
 
 if TYPE_CHECKING:
     from loupe.reports.case_report import MetricSummary
@@ -344,7 +344,7 @@ def _fit_scores(
     keep = np.array([labelled.index(i) for i in complete], dtype=np.int64)
     feats = {m: (xl[keep], xa) for m, (xl, xa) in feats.items()}
     Y = np.array([[float(data.labels[i][n]) for n in names] for i in complete])
-    result = train_score_ensemble(feats, Y, metrics)
+    result = train_score_ensemble(feats, Y, metrics, max_flag_fraction=review_budget(data.settings))
     p = result.predictions
     rows = []
     for r, item_id in enumerate(ids):
@@ -363,6 +363,7 @@ def _fit_scores(
                 flag_reason=p.reason[r],
                 output={
                     "scores": scores,
+                    "novel": bool(p.novel[r]),
                     "raw": {n: round(float(v), 4) for n, v in zip(names, p.raw[r], strict=True)},
                 },
                 members=members,

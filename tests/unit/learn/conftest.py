@@ -1,4 +1,5 @@
-"""Real-ish data for the learn tests: scikit-learn's digits (real 8x8 images) and Gaussian blobs."""
+"""Real-ish data for the learn tests: scikit-learn's digits (real 8x8 images), Gaussian blobs
+and, as images unlike any digit, scikit-image's LFW crops (real photos) shrunk to 8x8."""
 
 from __future__ import annotations
 
@@ -52,3 +53,16 @@ def digits_20(digits: tuple[np.ndarray, np.ndarray, np.ndarray]) -> Split:
 def blobs() -> Split:
     X, y = make_blobs(n_samples=1500, centers=5, n_features=32, cluster_std=4.0, random_state=0)
     return per_class_split(l2_normalise(X + 10.0), y.astype(np.int64), 30)
+
+
+@pytest.fixture(scope="session")
+def faces_8x8() -> np.ndarray:
+    """``(200, 64)`` L2-normalised float32: ``skimage.data.lfw_subset()`` (100 faces, 100
+    non-faces, real 25x25 photo crops in the scikit-image wheel) resized to 8x8, the
+    digits' pixel space: images unlike every digit."""
+    import skimage.data
+    from skimage.transform import resize
+
+    crops = skimage.data.lfw_subset()
+    small = np.stack([resize(crop, (8, 8), anti_aliasing=True) for crop in crops])
+    return l2_normalise(small.reshape(len(small), -1))

@@ -4,14 +4,18 @@ import numpy as np
 import pytest
 
 from loupe.learn.calibration import (
+    MAX_TEMPERATURE,
+    MIN_TEMPERATURE,
     conformal_threshold,
     expected_calibration_error,
     fit_temperature,
+    laplace_targets,
     prediction_sets,
     softmax,
 )
 from loupe.learn.classify import ClassifierHead
 from loupe.learn.crossval import cross_validate_classifier
+from loupe.learn.train import train_classifier_ensemble
 
 
 def test_ece_by_hand():
@@ -81,3 +85,52 @@ def test_conformal_sets_cover_90_percent_of_held_out_digits(digits):
     coverage = sets[np.arange(len(test)), y[test]].mean()
     assert 0.86 <= coverage <= 0.97
     assert sets.sum(axis=1).mean() < 2.5  # informative sets, not "everything"
+
+
+def test_temperature_cannot_collapse_on_perfectly_separated_logits():
+    # 20 out-of-fold items, all right with margin 5: plain maximum likelihood wants T -> 0
+    m = 5.0
+    logits = np.array([[m, 0.0]] * 10 + [[0.0, m]] * 10)
+    y = np.array([0] * 10 + [1] * 10)
+    assert fit_temperature(logits, y, laplace=False) == pytest.approx(MIN_TEMPERATURE, rel=1e-3)
+    # smoothed targets: the true class gets (n + 1) / (n + 2) = 21 / 22, which
+    # softmax([m, 0] / T) reaches at T = m / ln 21; a finite, data-driven temperature
+    temperature = fit_temperature(logits, y)
+    assert temperature == pytest.approx(m / np.log(21.0), rel=1e-3)
+    assert softmax(logits, temperature).max(axis=1) == pytest.approx(21 / 22, rel=1e-4)
+
+
+def test_laplace_targets_spread_the_rest_over_labelled_classes_only():
+    targets = laplace_targets(np.array([0, 0, 2]), 4)  # class 1 and 3 have no label
+    np.testing.assert_allclose(targets.sum(axis=1), 1.0)
+    np.testing.assert_allclose(targets[0], [4 / 5, 0.0, 1 / 5, 0.0])
+    np.testing.assert_allclose(targets[2], [1 / 5, 0.0, 4 / 5, 0.0])
+    np.testing.assert_allclose(laplace_targets(np.array([1, 1]), 3), [[0, 1, 0], [0, 1, 0]])
+
+
+def test_few_easy_labels_do_not_draft_unlike_images_at_100_percent(digits, faces_8x8):
+    """Issue 10, item 1: 20 easy labels (ten 0s, ten 1s) are separated perfectly out of
+    fold. Before the fix T ran to its bound (0.05) and 9 in 10 of the other digits and of
+    the face photos were drafted at > 99%; the temperature now stays a sane value and no
+    image unlike the labels reads ~100%."""
+    X, y, _ = digits
+    rng = np.random.default_rng(0)
+    labelled = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:10] for c in (0, 1)])
+    everything = np.concatenate([X, faces_8x8])
+    unlike = np.r_[y >= 2, np.ones(len(faces_8x8), dtype=bool)]  # digits 2-9 and photos
+    result = train_classifier_ensemble(
+        {"pixels": (X[labelled], everything)}, y[labelled], ["0", "1"], novelty=False
+    )
+    assert result.ensemble_metrics is not None and result.ensemble_metrics["accuracy"] == 1.0
+    temperature = result.temperatures["pixels"]
+    assert 0.5 < temperature < MAX_TEMPERATURE  # was MIN_TEMPERATURE = 0.05
+    confidence = result.predictions.confidence
+    assert np.mean(confidence[unlike] > 0.99) < 0.01  # was 0.92
+    # and no longer bimodal: the bulk of the drafts is neither ~50% nor ~100%
+    assert np.mean((confidence > 0.55) & (confidence < 0.99)) > 0.8
+    # held-out 0s and 1s are still drafted right, with confidence that is not 100%
+    own = np.flatnonzero(y <= 1)
+    own = np.setdiff1d(own, labelled)
+    assert np.mean(result.predictions.label[own] == y[own]) > 0.97
+    # the metrics carry the uncertainty of "100% on 20 labels"
+    assert result.ensemble_metrics["accuracy_ci"] == pytest.approx([0.8389, 1.0], abs=1e-4)

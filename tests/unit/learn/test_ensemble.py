@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from loupe.learn.ensemble import (
+    apply_review_budget,
     combine_members,
     confidence,
     score_spread,
@@ -75,3 +76,60 @@ def test_triage_scores_flags_more_than_one_step():
     ]
     spread = score_spread([a, b], specs)
     np.testing.assert_allclose(spread, [[1, 1], [2, 0], [0, 3], [3, 4]], rtol=1e-5)
+
+
+def test_novel_is_the_first_reason_for_classes_and_scores():
+    member_a = np.array([[0.99, 0.01], [0.9, 0.1], [0.2, 0.8]])
+    member_b = np.array([[0.99, 0.01], [0.9, 0.1], [0.9, 0.1]])
+    ensemble = combine_members([member_a, member_b])
+    novel = np.array([True, False, True])
+    flagged, reasons = triage_classes([member_a, member_b], ensemble, novel=novel)
+    # a confident agreeing draft of a novel item is flagged; novel beats disagreement
+    assert reasons == ["novel", None, "novel"]
+    np.testing.assert_array_equal(flagged, [True, False, True])
+    specs = [{"name": "grade", "min": 0, "max": 4, "step": 1}]
+    flagged, reasons = triage_scores(
+        [np.array([[1.0], [1.0], [0.0]]), np.array([[1.0], [1.0], [4.0]])],
+        specs,
+        novel=np.array([True, False, False]),
+    )
+    assert reasons == ["novel", None, "members differ by more than one step on grade"]
+    with pytest.raises(ValueError, match="novel"):
+        triage_classes([member_a], member_a, novel=np.array([True]))
+
+
+def test_review_budget_keeps_novel_first_then_the_most_uncertain():
+    flagged = np.array([True, True, True, True, False, True, True, False, False, False])
+    reasons = ["low_confidence", "novel", "disagreement", "novel", None] + [
+        "low_confidence",
+        "ambiguous_set",
+        None,
+        None,
+        None,
+    ]
+    uncertainty = np.array([0.9, 0.0, 0.5, 0.1, 0.99, 0.7, 0.2, 0.0, 0.0, 0.0])
+    novelty = np.array([0.0, 1.5, 0.0, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    kept, kept_reasons = apply_review_budget(
+        flagged, reasons, uncertainty=uncertainty, max_flag_fraction=0.4, novelty=novelty
+    )
+    # 4 of 10: both novel items, then the most uncertain flagged (0.9, 0.7); the unflagged
+    # 0.99 stays unflagged: the budget caps flags, it does not add any
+    np.testing.assert_array_equal(np.flatnonzero(kept), [0, 1, 3, 5])
+    assert kept_reasons == ["low_confidence", "novel", None, "novel", None] + [
+        "low_confidence",
+        None,
+        None,
+        None,
+        None,
+    ]
+    tight, _ = apply_review_budget(
+        flagged, reasons, uncertainty=uncertainty, max_flag_fraction=0.1, novelty=novelty
+    )
+    np.testing.assert_array_equal(np.flatnonzero(tight), [3])  # the most novel
+    same, same_reasons = apply_review_budget(
+        flagged, reasons, uncertainty=uncertainty, max_flag_fraction=None
+    )
+    np.testing.assert_array_equal(same, flagged)
+    assert same_reasons == reasons
+    with pytest.raises(ValueError, match="max_flag_fraction"):
+        apply_review_budget(flagged, reasons, uncertainty=uncertainty, max_flag_fraction=2.0)

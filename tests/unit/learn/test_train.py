@@ -10,7 +10,8 @@ from loupe.learn.train import train_classifier_ensemble, train_score_ensemble
 
 from .conftest import l2_normalise
 
-REASONS = {None, "disagreement", "low_confidence", "ambiguous_set"}
+# "novel" came with issue 10 (items unlike every labelled item)
+REASONS = {None, "novel", "disagreement", "low_confidence", "ambiguous_set"}
 
 
 def _two_views(digits):
@@ -59,7 +60,11 @@ def test_classifier_ensemble_end_to_end_on_digits(digits):
             atol=1e-6,
         )
     assert result.cv["n_splits"] == 5
-    json.dumps(result.metrics_json())
+    assert ens["accuracy_ci"][0] < ens["accuracy"] < ens["accuracy_ci"][1]
+    metrics = json.loads(json.dumps(result.metrics_json()))
+    assert metrics["ensemble"]["accuracy_ci"] == ens["accuracy_ci"]
+    assert metrics["triage"]["novelty"]["n_novel"] == int(p.novel.sum())
+    assert metrics["triage"]["flagged_before_budget"] == int(p.flagged.sum())  # no budget
 
 
 def test_classifier_ensemble_is_deterministic(blobs):
@@ -99,10 +104,17 @@ def test_two_labels_train_without_cross_validation(blobs):
 
 def test_conformal_off(blobs):
     members = {"a": (blobs.X_train, blobs.X_test)}
+    # novelty off too (it flags ~5% of any set by design): nothing else can flag
     result = train_classifier_ensemble(
-        members, blobs.y_train, [str(c) for c in range(5)], threshold=0.0, conformal_alpha=None
+        members,
+        blobs.y_train,
+        [str(c) for c in range(5)],
+        threshold=0.0,
+        conformal_alpha=None,
+        novelty=False,
     )
     assert result.qhat is None and not result.predictions.flagged.any()
+    assert not result.predictions.novel.any() and result.metrics_json()["triage"]["novelty"] is None
 
 
 def test_score_ensemble_end_to_end(digits):
@@ -124,11 +136,14 @@ def test_score_ensemble_end_to_end(digits):
     # a linear head on pixels for a non-linear grade: well above a constant guess (0.6)
     assert np.mean(np.abs(p.values[:, 0] - Y[:, 0]) <= 1) > 0.75
     assert all(
-        r is None or r.startswith("members differ by more than one step on ") for r in p.reason
+        r is None or r == "novel" or r.startswith("members differ by more than one step on ")
+        for r in p.reason
     )
-    np.testing.assert_array_equal(p.flagged, np.any(p.spread > 1 + 1e-6, axis=1))
+    np.testing.assert_array_equal(p.flagged, np.any(p.spread > 1 + 1e-6, axis=1) | p.novel)
+    assert not p.novel[labelled].any()  # a labelled item is never unlike the labelled items
     grade = result.ensemble_metrics["per_metric"]["grade"]
     assert grade["within_one_step"] > 0.75 and grade["spearman"] > 0.5
+    assert grade["mae_ci"][0] <= grade["mae"] <= grade["mae_ci"][1]
     head = ScoreHead.from_state(result.heads["pixels"])
     np.testing.assert_allclose(head.predict_snapped(pixels), p.member_values["pixels"])
     json.dumps(result.metrics_json())

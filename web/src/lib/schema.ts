@@ -63,6 +63,7 @@ export function draftScore(item: Item, metric: string): number | null {
 }
 
 const FLAG_TEXT: Record<string, string> = {
+  novel: 'unlike the labelled images',
   disagreement: 'models disagree',
   low_confidence: 'low confidence',
   'low confidence': 'low confidence',

@@ -1,6 +1,6 @@
 // Classify: one class per image, chosen with the class's hotkey.
 import { SERIES_COLORS, percent } from '../../components/charts/types';
-import { versionMetrics } from '../../lib/model-metrics';
+import { rateWithCI, versionMetrics } from '../../lib/model-metrics';
 import { classesOf, labelText, pct } from '../../lib/schema';
 import type { TaskUI } from '../types';
 import DetailPanel from './DetailPanel.svelte';
@@ -36,8 +36,8 @@ const classify: TaskUI = {
     summary: (m) => {
       const e = m.ensemble;
       if (!e) return '–';
-      const [a, b] = [e.accuracy, e.balanced_accuracy];
-      return `${a == null ? '–' : percent(a)} / ${b == null ? '–' : percent(b)}`;
+      const b = e.balanced_accuracy;
+      return `${rateWithCI(e.accuracy, e.n, e.accuracy_ci)} / ${b == null ? '–' : percent(b)}`;
     },
     firstTrainingHint: 'at least two in each of two classes',
     trend: (ready) => ({

@@ -39,8 +39,16 @@ const score: TaskUI = {
     summaryHeading: 'Error',
     summary: (m) => {
       if (!m.ensemble) return '–';
-      const mae = meanOf(Object.values(m.ensemble.per_metric ?? {}).map((x) => x.mae));
-      return mae == null ? '–' : `MAE ${decimal(mae)}`;
+      const per = Object.values(m.ensemble.per_metric ?? {});
+      const mae = meanOf(per.map((x) => x.mae));
+      if (mae == null) return '–';
+      const lo = meanOf(per.map((x) => x.mae_ci?.[0]));
+      const hi = meanOf(per.map((x) => x.mae_ci?.[1]));
+      const n = m.ensemble.n;
+      const extra = [n != null ? `${n} labels` : '', lo != null && hi != null ? `95% CI ${decimal(lo)}-${decimal(hi)}` : '']
+        .filter(Boolean)
+        .join(', ');
+      return `MAE ${decimal(mae)}${extra ? ` (${extra})` : ''}`;
     },
     firstTrainingHint: 'at least three, on every metric',
     trend: (ready, selected) => ({
