@@ -215,7 +215,10 @@ class ClassifyKind(EmbeddingTaskKind):
         ens = (metrics or {}).get("ensemble") or {}
         parts = []
         if ens.get("accuracy") is not None:
-            parts.append(f"cross-validated accuracy {ens['accuracy']:.2f}")
+            from loupe.learn.metrics import format_rate
+
+            rate = format_rate(ens["accuracy"], int(ens.get("n") or 0), ens.get("accuracy_ci"))
+            parts.append(f"cross-validated accuracy {rate}")
         if ens.get("ece") is not None:
             parts.append(f"ECE {ens['ece']:.3f}")
         return ", ".join(parts)

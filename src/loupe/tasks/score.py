@@ -260,7 +260,10 @@ class ScoreKind(EmbeddingTaskKind):
         ens = (metrics or {}).get("ensemble") or {}
         per = ens.get("per_metric") or {}
         parts = [
-            f"{k} MAE {v['mae']:.2f}" for k, v in sorted(per.items()) if v.get("mae") is not None
+            f"{k} MAE {v['mae']:.2f}"
+            + (f" (95% CI {v['mae_ci'][0]:.2f}-{v['mae_ci'][1]:.2f})" if v.get("mae_ci") else "")
+            for k, v in sorted(per.items())
+            if v.get("mae") is not None
         ]
         return ("cross-validated " + ", ".join(parts)) if parts else ""
 
