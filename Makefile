@@ -60,6 +60,7 @@ lint: setup
 	.venv/bin/ruff check src tests benchmarks
 	.venv/bin/ruff format --check src tests benchmarks
 	.venv/bin/mypy
+	.venv/bin/lint-imports --no-cache
 
 format: setup
 	.venv/bin/ruff check --fix src tests benchmarks

@@ -6,13 +6,16 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from loupe.cli_common import _fail, _migrated_settings, _settings
 from loupe.cli_exports import register as register_export_commands
 from loupe.errors import LoupeError
+
+if TYPE_CHECKING:
+    from loupe.jobs.worker import WorkerProcess
 
 app = typer.Typer(
     help="Loupe: model-assisted labeling for scientific and medical images.",
@@ -26,41 +29,106 @@ app.add_typer(user_app, name="user")
 app.add_typer(project_app, name="project")
 app.add_typer(db_app, name="db")
 
+# The worker child of `loupe serve`: its CPU priority (nice +10, below the web
+# server's) and how long it lets running jobs finish when the server stops
+# (jobs still running then are marked failed: retry them).
+WORKER_NICE = 10
+WORKER_SHUTDOWN_S = 5.0
+
 
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     worker: Annotated[
-        bool, typer.Option(help="Run an embedded job consumer (off when LOUPE_QUEUE_URL is redis)")
+        bool,
+        typer.Option(help="Start a job worker process (off when LOUPE_QUEUE_URL is redis)"),
     ] = True,
 ) -> None:
-    """Run the web app and API (and, by default, an in-process job worker)."""
+    """Run the web app and API and, by default, a job worker in a child process.
+
+    The worker (``loupe worker`` on every queue, at nice +10) runs the model
+    code, so the web process never imports torch and a request never waits on
+    a training; it is stopped with the server, restarted if it dies, and stops
+    by itself if the server is killed.
+    """
     import uvicorn
 
     from loupe.api.app import create_app
+    from loupe.jobs.registry import QUEUES
 
     settings = _migrated_settings()
-    stop = None
+    child = None
     if worker and not (settings.queue_url or "").startswith("redis"):
-        from loupe.jobs.worker import start_embedded_consumer
-
-        stop = start_embedded_consumer(settings)
+        child = _start_worker_process(settings.worker_threads)
     try:
         uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
     finally:
-        if stop is not None:
-            stop()
+        if child is not None:
+            # Each queue's jobs get WORKER_SHUTDOWN_S in turn, then the child exits.
+            child.stop(timeout_s=WORKER_SHUTDOWN_S * len(QUEUES) + 5)
+
+
+def _start_worker_process(threads: int) -> WorkerProcess:
+    from loupe.jobs.registry import QUEUES
+    from loupe.jobs.worker import WorkerProcess
+
+    argv = [sys.executable, "-m", "loupe.cli", "worker", "--workers", str(threads)]
+    for queue in QUEUES:
+        argv += ["--queue", queue]
+    argv += [
+        "--nice",
+        str(WORKER_NICE),
+        "--parent-pid",
+        str(os.getpid()),
+        "--shutdown-timeout",
+        str(WORKER_SHUTDOWN_S),
+    ]
+    return WorkerProcess(argv).start()
 
 
 @app.command()
 def worker(
-    workers: Annotated[int, typer.Option(help="Worker threads")] = 1,
+    workers: Annotated[int, typer.Option(help="Worker threads per queue")] = 1,
+    queue: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Queue to consume: cpu (the default) or gpu; repeat for several. "
+            "Job kinds declare their queue; `loupe serve` consumes all of them."
+        ),
+    ] = None,
+    nice: Annotated[int, typer.Option(help="Lower this process's CPU priority by N")] = 0,
+    parent_pid: Annotated[
+        int | None, typer.Option(hidden=True, help="Stop when this process dies")
+    ] = None,
+    shutdown_timeout: Annotated[
+        float | None,
+        typer.Option(hidden=True, help="Seconds running jobs get on a graceful stop"),
+    ] = None,
 ) -> None:
     """Run a job consumer (for LOUPE_QUEUE_URL=redis://... on any number of machines)."""
-    from loupe.jobs.worker import run_worker
+    import logging
 
-    run_worker(_migrated_settings(), workers=workers)
+    from loupe.jobs.registry import DEFAULT_QUEUE, QUEUES
+    from loupe.jobs.worker import lower_priority, run_worker
+
+    queues = queue or [DEFAULT_QUEUE]
+    unknown = sorted(set(queues) - set(QUEUES))
+    if unknown:
+        typer.secho(f"error: unknown queue(s) {unknown}; use {list(QUEUES)}", fg="red", err=True)
+        raise typer.Exit(2)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if nice:
+        lower_priority(nice)
+    run_worker(
+        _migrated_settings(),
+        queues=queues,
+        workers=workers,
+        shutdown_timeout_s=shutdown_timeout,
+        parent_pid=parent_pid,
+    )
 
 
 @app.command()

@@ -76,8 +76,15 @@ def export(
     ] = False,
     split_seed: Annotated[int, typer.Option(help="ZIP: seed of the train/val/test split")] = 0,
     split: Annotated[str, typer.Option(help="ZIP: train,val,test fractions")] = "0.8,0.1,0.1",
+    raw: Annotated[
+        bool,
+        typer.Option("--raw", help="CSV cells as stored (no ' before =, +, -, @ text)"),
+    ] = False,
 ) -> None:
-    """Export a project as CSV (one row per item) or as a dataset ZIP."""
+    """Export a project as CSV (one row per item) or as a dataset ZIP.
+
+    Text cells a spreadsheet would run as a formula get a leading ' unless --raw.
+    """
     from loupe.db.session import session_scope
     from loupe.services.exports import archive as exports_zip
     from loupe.services.exports import core as exports
@@ -101,7 +108,7 @@ def export(
             if fmt != "csv":
                 raise LoupeError(ErrorCode.INVALID, "only CSV can go to stdout")
             exports.check_export(settings, pid, f)
-            for chunk in exports.stream_csv(settings, pid, f, bom=False):
+            for chunk in exports.stream_csv(settings, pid, f, bom=False, raw=raw):
                 sys.stdout.buffer.write(chunk)
             sys.stdout.flush()
             return
@@ -113,7 +120,7 @@ def export(
                 bar.update(task, completed=done, total=total)
 
             if fmt == "csv":
-                exports.write_csv(settings, pid, target, f, progress=progress)
+                exports.write_csv(settings, pid, target, f, raw=raw, progress=progress)
                 summary: dict[str, Any] = {"path": str(target)}
             else:
                 fractions = [float(x) for x in split.split(",")]
@@ -124,6 +131,7 @@ def export(
                     split_seed=split_seed,
                     split=(fractions[0], fractions[1], fractions[2]),
                     filter=f,
+                    raw=raw,
                 )
                 summary = exports_zip.write_dataset_zip(
                     settings, pid, target, options, progress=progress

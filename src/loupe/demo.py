@@ -81,6 +81,12 @@ def build_demo_images(root: Path, *, per_class: int = 48) -> Path:
     return root
 
 
+def image_folders(root: Path) -> list[Path]:
+    """The case folders of :func:`build_demo_images` (what the demo imports): never
+    the answer key ``truth.json`` beside them."""
+    return sorted(p for p in root.iterdir() if p.is_dir())
+
+
 def prepare_demo(settings: Settings) -> tuple[str, str]:
     """Create (once) the demo admin and projects; return the admin's e-mail and password."""
     from sqlalchemy import select
@@ -140,7 +146,7 @@ def prepare_demo(settings: Settings) -> tuple[str, str]:
             ids[name] = project.id
     source = build_demo_images(settings.home / "demo-source")
     for pid in ids.values():
-        report = ingest_paths(settings, pid, [source], user_id=uid)
+        report = ingest_paths(settings, pid, image_folders(source), user_id=uid)
         log.info("demo project %d: %s", pid, report.to_json())
     _seed_first_model(settings, ids[CLASSIFY_NAME], uid, source)
     return DEMO_EMAIL, password

@@ -22,6 +22,8 @@ class ErrorCode(StrEnum):
     BUSY = "busy"
     HUMAN_LABEL_PROTECTED = "human_label_protected"
     REGISTRATION_CLOSED = "registration_closed"
+    RATE_LIMITED = "rate_limited"
+    UNAVAILABLE = "unavailable"
 
 
 HTTP_STATUS: dict[ErrorCode, int] = {
@@ -37,16 +39,27 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.BUSY: 409,
     ErrorCode.HUMAN_LABEL_PROTECTED: 409,
     ErrorCode.REGISTRATION_CLOSED: 403,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.UNAVAILABLE: 503,
 }
 
 
 class LoupeError(Exception):
-    """An expected failure with a stable machine-readable ``code``."""
+    """An expected failure with a stable machine-readable ``code``.
 
-    def __init__(self, code: ErrorCode, message: str, **extra: Any) -> None:
+    ``retry_after`` (seconds) becomes a ``Retry-After`` header and a field of
+    the detail (429 rate limits, 503 busy database).
+    """
+
+    def __init__(
+        self, code: ErrorCode, message: str, *, retry_after: int | None = None, **extra: Any
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retry_after = retry_after
+        if retry_after is not None:
+            extra["retry_after"] = retry_after
         self.extra = extra
 
     @property

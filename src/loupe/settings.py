@@ -1,7 +1,10 @@
 """Settings from ``LOUPE_*`` environment variables (pydantic-settings).
 
-Secrets fail fast: outside ``loupe demo`` (which sets ``LOUPE_DEMO=1``) a
-missing or weak ``LOUPE_SECRET_KEY`` stops the server at start-up.
+Secrets: without ``LOUPE_SECRET_KEY`` a random key is generated on first use and
+kept in ``LOUPE_HOME/.secret_key`` (mode 0600), so ``loupe project create`` /
+``ingest`` / ``serve`` work with no environment set and sessions survive a
+restart. There is never a constant default, and a weak key that is set stops the
+server at start-up.
 """
 
 from __future__ import annotations
@@ -28,25 +31,43 @@ class Settings(BaseSettings):
     jobs_immediate: bool = False
     allow_registration: bool = True
     session_max_age_s: int = 14 * 24 * 3600
+    # Secure cookies; they are also Secure whenever the request came over HTTPS.
     cookie_secure: bool = False
+    # Failed logins allowed per account / per client address within the window.
+    login_max_failures_per_account: int = 10
+    login_max_failures_per_address: int = 30
+    login_window_s: int = 15 * 60
     max_upload_bytes: int = 2 * 1024**3
+    # Bodies of JSON routes; larger ones get 413 before they are read.
+    max_json_bytes: int = 1024**2
+    # Label files (CSV, or a ZIP holding labels.csv) sent to the label import.
+    max_label_file_bytes: int = 256 * 1024**2
+    # Dataset ZIPs: the sum of the members' uncompressed sizes (zip bombs).
+    max_unzipped_bytes: int = 10 * 1024**3
     max_pixels: int = 200_000_000
+    # Memory one image decode may take, and how many big ones may run at once.
+    max_decode_bytes: int = 1024**3
+    max_concurrent_decodes: int = 2
     thumbnail_size: int = 256
     weights: Path | None = None
     worker_threads: int = 1
     queue_name: str = "loupe"
     job_heartbeat_s: float = 10.0
+    # A running job without a heartbeat for this long is marked failed (worker lost);
+    # the web process checks every job_reap_every_s (0: never).
+    job_stale_after_s: float = 60.0
+    job_reap_every_s: float = 30.0
 
     @model_validator(mode="after")
     def _check_secret(self) -> Settings:
-        if self.secret_key is None and (self.demo or self.testing):
-            # Demo/test only: a random per-home key, never a constant.
+        if self.secret_key is None:
+            # A random key per LOUPE_HOME, made once and kept private; never a constant.
             self.secret_key = _home_secret(self.home)
-        if not self.secret_key or len(self.secret_key) < _MIN_SECRET_LEN:
+        if len(self.secret_key) < _MIN_SECRET_LEN:
             raise ValueError(
-                f"LOUPE_SECRET_KEY must be set to at least {_MIN_SECRET_LEN} random characters "
-                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`); "
-                "only `loupe demo` runs without one"
+                f"LOUPE_SECRET_KEY must be at least {_MIN_SECRET_LEN} random characters "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`), "
+                "or unset to use the key kept in LOUPE_HOME/.secret_key"
             )
         return self
 
@@ -94,15 +115,29 @@ class Settings(BaseSettings):
 
 
 def _home_secret(home: Path) -> str:
+    """The key in ``home/.secret_key``, created (mode 0600, never readable by
+    others even for a moment) when missing; two processes starting at once agree."""
+    import os
     import secrets
+    import time
 
     home.mkdir(parents=True, exist_ok=True)
     path = home / ".secret_key"
-    if path.exists():
-        return path.read_text().strip()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        key = ""
+        for _ in range(50):  # another process may be writing it right now
+            key = path.read_text().strip()
+            if key:
+                break
+            time.sleep(0.02)
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+        return key
     key = secrets.token_urlsafe(48)
-    path.write_text(key)
-    path.chmod(0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key)
     return key
 
 

@@ -256,3 +256,22 @@ def test_the_project_setting_chooses_the_head(trained_setup: Any, login: Any) ->
     items = c.get(f"/api/projects/{project.id}/items?limit=100").json()["data"]
     flagged = sum(1 for i in items if i["draft"]["flagged"])
     assert flagged <= int(0.25 * len(items))  # the review budget caps the flags
+
+
+def test_novel_drafts_are_never_accepted_in_bulk(trained_setup: Any, db: Any) -> None:
+    _, project, c, truth, _ = trained_setup()
+    _label(c, project.id, truth, per_class=2)
+    c.post(f"/api/projects/{project.id}/train", json={})
+    items = c.get(f"/api/projects/{project.id}/items?status=unlabelled&limit=3").json()["data"]
+    odd, plain = items[0]["id"], items[1]["id"]
+    pred = db.scalar(select(Prediction).where(Prediction.item_id == odd))
+    pred.output = {**pred.output, "novel": True}
+    pred.flagged, pred.flag_reason = True, "novel"
+    db.commit()
+    r = c.post(f"/api/projects/{project.id}/predictions/accept", json={"item_ids": [odd, plain]})
+    assert r.status_code == 200, r.text
+    assert r.json()["applied"] == [plain]
+    assert [(x["item_id"], x["code"]) for x in r.json()["conflicts"]] == [(odd, "novel")]
+    # a person looking at the one item may still accept its draft
+    r = c.post(f"/api/projects/{project.id}/items/{odd}/accept", json={"version": 0})
+    assert r.status_code == 200 and r.json()["annotation"]["origin"] == "model_accepted"

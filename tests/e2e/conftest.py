@@ -1,7 +1,7 @@
 """End-to-end fixtures: a real ``loupe serve`` subprocess and headless Chromium.
 
-The server runs on a free port with a fresh ``LOUPE_HOME`` (SQLite, the embedded
-job worker, a random secret); users are created with ``loupe user create``.
+The server runs on a free port with a fresh ``LOUPE_HOME`` (SQLite, the job worker
+child process, a random secret); users are created with ``loupe user create``.
 The browser is Debian's ``chromium`` driven by pytest-playwright.
 Set ``LOUPE_SCREENSHOTS=1`` to (re)write ``docs/screenshots/*.png``.
 """
@@ -62,6 +62,7 @@ class LiveServer:
     env: dict[str, str]
     log: Path
     users: dict[str, str] = field(default_factory=lambda: dict(USERS))
+    pid: int = 0  # of the `loupe serve` process
 
     @property
     def db_url(self) -> str:
@@ -159,7 +160,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
             pytest.fail(f"the server did not answer /api/health:\n{log.read_text()[-4000:]}")
         time.sleep(0.2)
     try:
-        yield LiveServer(url=url, home=home, env=env, log=log)
+        yield LiveServer(url=url, home=home, env=env, log=log, pid=proc.pid)
     finally:
         proc.terminate()
         try:

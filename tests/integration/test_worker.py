@@ -1,4 +1,5 @@
-"""A real huey consumer in a subprocess (``python -m loupe.jobs.worker``).
+"""Real huey consumers in subprocesses (``loupe worker``), queue routing, and the
+worker child process of ``loupe serve``.
 
 Runs once with the default SqliteHuey queue in LOUPE_HOME and once with
 RedisHuey (marker ``redis``) on Redis database 15 under a queue name of its own,
@@ -21,9 +22,36 @@ import pytest
 
 from loupe.jobs import core as jobs
 from loupe.jobs import runner as job_runner
+from loupe.jobs.context import JobContext
+from loupe.jobs.registry import JOB_KINDS, QUEUES, register_job_kind
 
 REDIS_URL = os.environ.get("LOUPE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 TIMEOUT_S = 30.0
+GPU_KIND = "test.gpu_echo"
+# `loupe worker ARGS...` in a process that also knows the test-only gpu kind.
+WORKER_SCRIPT = f"""
+import sys
+from loupe.jobs.registry import register_job_kind
+
+@register_job_kind({GPU_KIND!r}, queue="gpu")
+def gpu_echo(settings, ctx, params):
+    return {{"echo": params}}
+
+from loupe.cli import app
+app(["worker", *sys.argv[1:]])
+"""
+
+
+@pytest.fixture
+def gpu_kind() -> Iterator[str]:
+    """A test-only job kind on the gpu queue (the worker script registers it too)."""
+
+    def gpu_echo(_s: Any, _ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+        return {"echo": params}
+
+    register_job_kind(GPU_KIND, queue="gpu")(gpu_echo)
+    yield GPU_KIND
+    JOB_KINDS.pop(GPU_KIND, None)
 
 
 @pytest.fixture(params=["sqlite-queue", pytest.param("redis-queue", marks=pytest.mark.redis)])
@@ -44,17 +72,18 @@ def queue_settings(
     assert not s.jobs_immediate
     yield s
     if s.queue_url:
-        get_huey(s).storage.flush_all()  # this queue name's keys only
+        for queue in QUEUES:
+            get_huey(s, queue).storage.flush_all()  # this queue name's keys only
 
 
 @pytest.fixture
 def start_worker(queue_settings: Any, tmp_path: Path) -> Iterator[Callable[[], Any]]:
     procs: list[subprocess.Popen[bytes]] = []
 
-    def _start() -> subprocess.Popen[bytes]:
+    def _start(*args: str) -> subprocess.Popen[bytes]:
         log = open(tmp_path / f"worker-{len(procs)}.log", "wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "loupe.jobs.worker"],
+            [sys.executable, "-c", WORKER_SCRIPT, *args],
             env=dict(os.environ),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -151,17 +180,78 @@ def test_killed_worker_is_reaped_and_the_job_retried(
     assert done.worker.endswith(f":{second.pid}")
 
 
-def test_embedded_consumer_runs_jobs_and_fails_leftovers_on_stop(
-    queue_settings: Any, make_user: Any, tmp_path: Path
+def test_a_gpu_job_waits_for_a_gpu_worker(
+    queue_settings: Any, start_worker: Any, make_user: Any, gpu_kind: str, tmp_path: Path
 ) -> None:
-    from loupe.jobs.worker import start_embedded_consumer
+    from loupe.jobs.queue import get_huey
 
     user = make_user()
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    stop = start_embedded_consumer(queue_settings, workers=2, shutdown_timeout_s=0.5)
+    start_worker()  # the default queue: cpu
+    gpu_job = jobs.submit(
+        queue_settings, kind=gpu_kind, project_id=None, params={"n": 1}, user_id=user.id
+    )
+    cpu_job = jobs.submit(
+        queue_settings, kind="selftest", project_id=None, params={"steps": 1}, user_id=user.id
+    )
+    _wait_for(queue_settings, cpu_job.id, lambda j: j.status == "done", "done", tmp_path)
+    time.sleep(1.0)  # the cpu worker polls every 0.5 s at most: it had its chances
+    assert jobs.fetch_job(queue_settings, gpu_job.id).status == "queued"
+    assert get_huey(queue_settings, "gpu", immediate=False).pending_count() == 1
+    assert get_huey(queue_settings, "cpu", immediate=False).pending_count() == 0
+
+    gpu_worker = start_worker("--queue", "gpu")
+    done = _wait_for(queue_settings, gpu_job.id, lambda j: j.status == "done", "done", tmp_path)
+    assert done.result == {"echo": {"n": 1}}
+    assert done.worker.endswith(f":{gpu_worker.pid}")
+
+
+def test_one_worker_can_consume_several_queues(
+    queue_settings: Any, start_worker: Any, make_user: Any, gpu_kind: str, tmp_path: Path
+) -> None:
+    user = make_user()
+    proc = start_worker("--queue", "cpu", "--queue", "gpu")
+    ids = [
+        jobs.submit(queue_settings, kind=kind, project_id=None, params={}, user_id=user.id).id
+        for kind in (gpu_kind, "selftest")
+    ]
+    for job_id in ids:
+        job = _wait_for(queue_settings, job_id, lambda j: j.status == "done", "done", tmp_path)
+        assert job.worker.endswith(f":{proc.pid}")
+
+
+def test_unknown_queue_is_refused(queue_settings: Any) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "loupe.cli", "worker", "--queue", "tpu"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2 and "unknown queue" in r.stderr
+
+
+def _nice(pid: int) -> int:
+    return os.getpriority(os.PRIO_PROCESS, pid)
+
+
+def _gone(pid: int) -> bool:
+    """No such process, or a zombie nobody reaped yet (it has exited)."""
     try:
-        # Signals stay with the host (uvicorn in `loupe serve`).
-        assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def test_serve_worker_process_runs_jobs_at_lower_priority_and_stops(
+    queue_settings: Any, make_user: Any, tmp_path: Path
+) -> None:
+    """The child that `loupe serve` starts: nice +10, restarted when it dies,
+    and on stop the jobs it still runs are marked failed."""
+    from loupe.cli import WORKER_NICE, _start_worker_process
+
+    user = make_user()
+    child = _start_worker_process(2)
+    try:
         quick = jobs.submit(
             queue_settings,
             kind="selftest",
@@ -170,20 +260,54 @@ def test_embedded_consumer_runs_jobs_and_fails_leftovers_on_stop(
             user_id=user.id,
         )
         job = _wait_for(queue_settings, quick.id, lambda j: j.status == "done", "done", tmp_path)
-        assert job.worker == job_runner.worker_name()  # ran in this process
+        first_pid = child.pid
+        assert job.worker.endswith(f":{first_pid}")  # ran in the child, not here
+        assert _nice(first_pid) == min(_nice(0) + WORKER_NICE, 19)
+
+        os.kill(first_pid, signal.SIGKILL)  # a crash: the server starts another one
+        deadline = time.monotonic() + TIMEOUT_S
+        while child.pid == first_pid and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert child.pid != first_pid
         slow = jobs.submit(
             queue_settings,
             kind="selftest",
             project_id=None,
-            params={"steps": 200, "seconds": 0.05},
+            params={"steps": 400, "seconds": 0.05},
             user_id=user.id,
         )
         _wait_for(queue_settings, slow.id, lambda j: j.status == "running", "running", tmp_path)
     finally:
-        stop()
+        code = child.stop(timeout_s=10)
+    assert code == 0
     left = jobs.fetch_job(queue_settings, slow.id)
     assert left.status == "failed"
-    assert left.error == "server stopped while running; retry it"
-    # Its thread notices at its next progress write and stops without overwriting that.
-    time.sleep(0.5)
-    assert jobs.fetch_job(queue_settings, slow.id).status == "failed"
+    assert left.error == "worker stopped while running; retry it"
+
+
+PARENT_SCRIPT = """
+import sys, time
+from loupe.cli import _start_worker_process
+
+child = _start_worker_process(1)
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_serve_worker_process_stops_when_the_server_is_killed(queue_settings: Any) -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT_SCRIPT], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        child_pid = int(parent.stdout.readline())
+        time.sleep(1.0)  # let it start up (and install its handlers)
+        assert not _gone(child_pid)
+    finally:
+        parent.kill()  # SIGKILL: no chance to stop its child
+        parent.wait(10)
+    deadline = time.monotonic() + TIMEOUT_S
+    while not _gone(child_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _gone(child_pid), "the worker outlived its server"

@@ -15,8 +15,9 @@ from loupe.db.session import session_scope
 from loupe.db.types import utcnow
 from loupe.errors import ErrorCode, LoupeError
 from loupe.jobs import core as jobs
+from loupe.jobs import registry
 from loupe.jobs import runner as job_runner
-from loupe.jobs.runner import JobContext
+from loupe.jobs.context import JobContext
 
 
 @pytest.fixture
@@ -39,10 +40,10 @@ def kinds() -> Iterator[None]:
         return {"late": True}
 
     for name, fn in {"test.echo": echo, "test.boom": boom, "test.zombie": zombie}.items():
-        jobs.register_job_kind(name)(fn)
+        registry.register_job_kind(name)(fn)
     yield
     for name in ("test.echo", "test.boom", "test.zombie"):
-        jobs.JOB_KINDS.pop(name, None)
+        registry.JOB_KINDS.pop(name, None)
 
 
 @pytest.fixture
@@ -360,19 +361,31 @@ def test_stale_job_with_a_cancel_request_is_reaped_as_cancelled(settings: Any, o
     assert (job.status, job.error, job.message) == ("cancelled", None, "cancelled")
 
 
-def test_kind_modules_register_the_built_in_kinds_and_old_imports_still_work():
-    assert {"selftest", "ingest"} <= set(jobs.load_job_kinds())
-    assert "loupe.services.items.ingest" in jobs.KIND_MODULES
-    assert jobs.JOB_KINDS["selftest"] is job_runner.selftest
-    # Worker-side names moved to job_runner are re-exported (lazily) by jobs.
-    from loupe.jobs.core import JobContext as Reexported
-    from loupe.jobs.core import reap_stale_jobs, run_job
+def test_plugins_register_the_built_in_kinds_with_their_queues():
+    from loupe.jobs import selftest
+    from loupe.plugins import load_plugins
 
-    assert Reexported is JobContext
-    assert (run_job, reap_stale_jobs) == (job_runner.run_job, job_runner.reap_stale_jobs)
-    assert jobs.WORKER_LOST == job_runner.WORKER_LOST
-    with pytest.raises(AttributeError):
-        _ = jobs.no_such_name  # type: ignore[attr-defined]
+    load_plugins()
+    load_plugins()  # idempotent
+    kinds = {k["name"]: k for k in registry.describe_job_kinds()}
+    assert {"selftest", "ingest", "train", "export"} <= set(kinds)
+    assert kinds["selftest"] == {"name": "selftest", "queue": "cpu", "exclusive": False}
+    assert kinds["train"]["exclusive"] is True
+    assert {k["queue"] for k in kinds.values()} <= set(registry.QUEUES)
+    assert list(kinds) == sorted(kinds)
+    assert registry.get_job_kind("selftest").fn is selftest.selftest
+    with pytest.raises(LoupeError, match="unknown job kind 'nope'") as err:
+        registry.get_job_kind("nope")
+    assert err.value.code == ErrorCode.INVALID
+
+
+def test_a_kind_declares_a_known_queue():
+    def fn(_s: Any, _c: JobContext, _p: dict[str, Any]) -> None:
+        return None
+
+    with pytest.raises(ValueError, match="queue must be one of"):
+        registry.register_job_kind("test.tpu", queue="tpu")(fn)
+    assert "test.tpu" not in registry.JOB_KINDS
 
 
 def test_heartbeat_interval_and_queue_name_come_from_settings(settings: Any):
@@ -382,13 +395,14 @@ def test_heartbeat_interval_and_queue_name_come_from_settings(settings: Any):
     assert job_runner.heartbeat_interval(settings) == settings.job_heartbeat_s
     assert job_runner.heartbeat_interval(other) == 0.5
     assert get_huey(other, immediate=True).name == "loupe_other"
+    assert get_huey(other, "gpu", immediate=True).name == "loupe_other-gpu"
 
 
 def test_register_job_kind_refuses_a_second_function_for_a_name():
-    jobs.load_job_kinds()  # selftest is registered by a KIND_MODULES module
+    import loupe.jobs.selftest  # noqa: F401  (registers selftest)
 
     def other(_s: Any, _c: JobContext, _p: dict[str, Any]) -> None:
         return None
 
     with pytest.raises(ValueError, match="selftest"):
-        jobs.register_job_kind("selftest")(other)
+        registry.register_job_kind("selftest")(other)

@@ -6,11 +6,13 @@ Tests swap parts with ``app.dependency_overrides``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from loupe.db.models import Membership, Project, ProjectRole, User
@@ -19,6 +21,7 @@ from loupe.errors import ErrorCode, LoupeError
 from loupe.services.auth import core as auth
 from loupe.settings import Settings, get_settings
 
+log = logging.getLogger(__name__)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ROLE_RANK = {
     ProjectRole.viewer.value: 0,
@@ -48,9 +51,12 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 def optional_user(request: Request, db: SessionDep, settings: SettingsDep) -> User | None:
     header = request.headers.get("Authorization", "")
     if header.lower().startswith("bearer "):
-        user = auth.user_for_token(db, header[7:].strip())
-        if user is None:
+        found = auth.token_user(db, header[7:].strip())
+        if found is None:
             raise LoupeError(ErrorCode.UNAUTHENTICATED, "invalid or expired API token")
+        user, token = found
+        if auth.token_use_is_stale(token):
+            _record_token_use(request, db, settings, token.id)
         return user  # tokens are not sent by browsers on their own: no CSRF check
     cookie = request.cookies.get(auth.SESSION_COOKIE)
     if not cookie:
@@ -59,8 +65,8 @@ def optional_user(request: Request, db: SessionDep, settings: SettingsDep) -> Us
     data = auth.read_session(cookie, settings.secret_key, settings.session_max_age_s)
     if data is None:
         return None
-    user = auth.session_user(db, data)
-    if user is None:
+    session_user = auth.session_user(db, data)
+    if session_user is None:
         return None
     if request.method not in SAFE_METHODS:
         sent = request.headers.get(auth.CSRF_HEADER)
@@ -69,7 +75,25 @@ def optional_user(request: Request, db: SessionDep, settings: SettingsDep) -> Us
                 ErrorCode.CSRF, f"missing or wrong {auth.CSRF_HEADER} header for a cookie session"
             )
     request.state.csrf = data.csrf
-    return user
+    request.state.session = data
+    return session_user
+
+
+def _record_token_use(request: Request, db: Session, settings: Settings, token_id: int) -> None:
+    """Write ``last_used_at``: in a write request's own transaction, else in a short one.
+
+    A read request's transaction never writes: on SQLite upgrading a read
+    snapshot to a writer fails with 'database is locked' under concurrency.
+    The separate write is best effort; a busy database only skips it.
+    """
+    if request.method not in SAFE_METHODS:
+        auth.touch_token(db, token_id)
+        return
+    try:
+        with session_scope(settings.db_url, write=True) as own:
+            auth.touch_token(own, token_id)
+    except OperationalError as exc:
+        log.info("token %s: last use not recorded (%s)", token_id, exc.orig)
 
 
 OptionalUser = Annotated[User | None, Depends(optional_user)]
@@ -107,7 +131,9 @@ def project_role(db: Session, project: Project, user: User) -> str | None:
 def project_dep(min_role: ProjectRole) -> Callable[..., Project]:
     """A dependency that loads ``{project_id}`` and checks the caller's role."""
 
-    def _load(project_id: Annotated[int, Path(ge=1)], db: SessionDep, user: CurrentUser) -> Project:
+    def _load(
+        project_id: Annotated[int, Path(ge=1, le=2**31 - 1)], db: SessionDep, user: CurrentUser
+    ) -> Project:
         project = db.get(Project, project_id)
         role = project_role(db, project, user) if project is not None else None
         if project is None or role is None:

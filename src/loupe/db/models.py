@@ -183,9 +183,13 @@ class Annotation(Base):
     scores: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
     data: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
-    # 'human' or 'model': a model-origin label may be replaced by anyone,
-    # a human one only by a human.
+    # 'human', 'model_accepted' (a person accepted a model's draft) or 'model':
+    # a model-origin label may be replaced by anyone, a person's one only by a person.
     origin: Mapped[str] = mapped_column(String(16), default="human")
+    # The model version whose draft was accepted (origin 'model_accepted' only).
+    model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="SET NULL"), nullable=True
+    )
     version: Mapped[int] = mapped_column(Integer, default=1)
     updated_by: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), nullable=True
@@ -209,10 +213,15 @@ class AnnotationEvent(Base):
     )
     at: Mapped[dt.datetime] = _ts()
     action: Mapped[str] = mapped_column(String(16))  # set | clear
-    source: Mapped[str] = mapped_column(String(32))  # ui | api | batch | import | model | accept
+    # ui | api | batch | import | model | accept | undo | redo
+    source: Mapped[str] = mapped_column(String(32))
     before: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
     after: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
     version: Mapped[int] = mapped_column(Integer)
+    # One user request (a batch, an accept, an undo) = one group: undo works on it.
+    group_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    # For an 'undo' / 'redo' event: the group whose change it reverted.
+    reverts: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class ModelVersion(Base):
@@ -319,3 +328,46 @@ class SiteSetting(Base):
         ForeignKey("users.id", ondelete="SET NULL"), nullable=True
     )
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class UserSession(Base):
+    """A logged-in browser: the cookie names it, logout deletes it."""
+
+    __tablename__ = "user_sessions"
+
+    # sha256 of the random session id in the cookie (a database dump logs no one in).
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[dt.datetime] = _ts()
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class LoginFailure(Base):
+    """One failed login, counted per account and per address for rate limiting."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (Index("ix_login_failures_key_at", "key", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # 'account:<e-mail>' or 'address:<client ip>'
+    key: Mapped[str] = mapped_column(String(400))
+    at: Mapped[dt.datetime] = _ts()
+
+
+class ItemLease(Base):
+    """An item served to one annotator by a queue, for a short time.
+
+    One row per item (``item_id`` unique): the database itself keeps two
+    annotators from being served the same item, across processes. An expired
+    lease no longer counts and is replaced or deleted by the next queue request.
+    """
+
+    __tablename__ = "item_leases"
+    __table_args__ = (Index("ix_item_leases_project_user", "project_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[dt.datetime] = _ts()

@@ -1,4 +1,9 @@
-"""Backbones by name: ``register_backbone``, ``get_backbone``, ``available_backbones``."""
+"""Backbones by name: ``register_backbone``, ``get_backbone``, ``available_backbones``.
+
+This module imports no backbone (the backbone modules import it to register
+themselves). Importing the ``loupe.features`` package registers the built-in
+ones, and :func:`loupe.plugins.load_plugins` imports them explicitly.
+"""
 
 from __future__ import annotations
 
@@ -36,15 +41,8 @@ def register_backbone(name: str) -> Callable[[B], B]:
     return decorate
 
 
-def _load_builtins() -> None:
-    # Importing the modules registers the built-in backbones (no torch import).
-    import loupe.features.backbones  # noqa: F401
-    import loupe.features.classic  # noqa: F401
-
-
 def backbone_class(name: str) -> type[Backbone]:
     """The registered class for ``name``; ``FeatureError`` listing the known names."""
-    _load_builtins()
     try:
         return BACKBONES[name]
     except KeyError:
@@ -87,7 +85,6 @@ def available_backbones(*, weights_dir: Path | None = None) -> list[dict[str, An
     ``input_size``, ``requires_torch``, ``default``, ``description``, ``available`` and
     ``reason`` (why not available, or how the weights will be obtained). Never imports
     torch nor touches the network."""
-    _load_builtins()
     rows = []
     for name, cls in BACKBONES.items():
         status = cls.weights_status(weights_dir)

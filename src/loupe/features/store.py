@@ -246,6 +246,21 @@ class FeatureStore:
             return removed
 
 
+def open_existing(root: Path, project_id: int, backbone: str) -> FeatureStore | None:
+    """The store of ``backbone`` if vectors were ever written for the project, else None
+    (nothing is created). Reads the dimension from ``meta.json``."""
+    if not backbone or "/" in backbone or backbone.startswith("."):
+        return None
+    meta = Path(root) / str(int(project_id)) / backbone / _META
+    if not meta.is_file():
+        return None
+    try:
+        dim = int(json.loads(meta.read_text()).get("dim", 0))
+    except (ValueError, TypeError, OSError):
+        return None
+    return FeatureStore(root, project_id, backbone, dim) if dim > 0 else None
+
+
 def _offset_progress(progress: ProgressCallback, offset: int, total: int) -> ProgressCallback:
     def report(done: int, _chunk_total: int) -> None:
         progress(offset + done, total)

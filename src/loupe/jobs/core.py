@@ -1,27 +1,21 @@
-"""Jobs: plain functions run by a huey worker, with all state in the ``jobs`` table.
-
-A job kind is a function ``fn(settings, ctx, params) -> result | None`` registered
-by name with :func:`register_job_kind`; it is callable from a test or the CLI
-with a :class:`~loupe.jobs.runner.JobContext`, and the huey task that
-runs it in a worker is a three-line wrapper (``loupe.jobs.tasks``).
+"""Jobs, producer side: create and enqueue, read, retry, cancel.
 
 Life of a job row: ``queued`` -> ``running`` -> ``done`` | ``failed`` |
-``cancelled``. This module is the producer side: the kind registry, and
-:func:`submit` (insert and commit the row, then enqueue its id), reading,
-:func:`retry_job` (re-run a failed or cancelled job on the same row) and
-:func:`cancel_job`. The worker side (``run_job``, ``JobContext``, heartbeats,
-reaping of jobs whose worker died, the ``selftest`` kind) is
-:mod:`loupe.jobs.runner`; its public names are re-exported here, lazily
-(it imports this module), so ``from loupe.jobs.core import JobContext`` works.
+``cancelled``. :func:`submit` inserts and commits the row, then enqueues its id
+on the queue of its kind (:mod:`loupe.jobs.registry`); a worker consuming that
+queue runs it (:mod:`loupe.jobs.runner`). All job state is in the ``jobs`` table.
+
+Imports in ``loupe.jobs`` go one way: ``worker`` -> ``core`` -> ``queue`` ->
+``tasks`` -> ``runner`` -> ``registry`` -> ``context`` (``selftest`` registers a
+kind). Nothing here imports ``loupe.services``: the modules that declare job
+kinds are imported by :func:`loupe.plugins.load_plugins`.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import zlib
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
@@ -30,100 +24,14 @@ from loupe.db.models import Job, JobStatus, Project
 from loupe.db.session import session_factory, session_scope
 from loupe.db.types import utcnow
 from loupe.errors import ErrorCode, LoupeError
+from loupe.jobs.queue import enqueue_job
+from loupe.jobs.registry import get_job_kind
 from loupe.settings import Settings
-
-if TYPE_CHECKING:  # re-exported lazily by __getattr__ below
-    from loupe.jobs.runner import (  # noqa: F401
-        DEFAULT_STALE_AFTER_S,
-        WORKER_LOST,
-        JobCancelled,
-        JobContext,
-        describe_error,
-        fail_worker_jobs,
-        heartbeat_interval,
-        reap_stale_jobs,
-        run_job,
-        selftest,
-        worker_name,
-    )
 
 log = logging.getLogger(__name__)
 
 ACTIVE = (JobStatus.queued.value, JobStatus.running.value)
 TERMINAL = frozenset({JobStatus.done.value, JobStatus.failed.value, JobStatus.cancelled.value})
-
-JobFn = Callable[[Settings, "JobContext", dict[str, Any]], dict[str, Any] | None]
-
-# Kind name -> function. Filled at import time by @register_job_kind; this holds
-# code, not job state (that lives in the database).
-JOB_KINDS: dict[str, JobFn] = {}
-# Kinds that never run twice at once in one project (create and retry -> BUSY).
-EXCLUSIVE_KINDS: set[str] = set()
-# Modules that register job kinds (with @register_job_kind) when imported.
-# load_job_kinds() imports them all before a job is created or run (API and
-# worker alike), so a kind whose module is not listed here is unknown:
-# when you write a module that declares a new kind, add it to this list.
-KIND_MODULES: list[str] = [
-    "loupe.jobs.runner",  # selftest
-    "loupe.services.items.ingest",  # ingest
-    "loupe.services.training.train",  # train
-    "loupe.services.exports.archive",  # export
-]
-
-# Worker-side names that live in job_runner, re-exported for existing imports.
-_RUNNER_NAMES = frozenset(
-    {
-        "DEFAULT_STALE_AFTER_S",
-        "WORKER_LOST",
-        "JobCancelled",
-        "JobContext",
-        "describe_error",
-        "fail_worker_jobs",
-        "heartbeat_interval",
-        "reap_stale_jobs",
-        "run_job",
-        "selftest",
-        "worker_name",
-    }
-)
-
-
-def __getattr__(name: str) -> Any:
-    """Resolve the re-exported job_runner names on first use (PEP 562)."""
-    if name in _RUNNER_NAMES:
-        from loupe.jobs import runner as job_runner  # imports this module: not at the top
-
-        return getattr(job_runner, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def register_job_kind(name: str, *, exclusive: bool = False) -> Callable[[JobFn], JobFn]:
-    """Decorator: register ``fn`` as the job kind ``name``.
-
-    ``exclusive=True`` makes every job of this kind exclusive per project.
-    """
-
-    def decorator(fn: JobFn) -> JobFn:
-        old = JOB_KINDS.get(name)
-        if old is not None and (old.__module__, old.__qualname__) != (
-            fn.__module__,
-            fn.__qualname__,
-        ):
-            raise ValueError(f"job kind {name!r} is already registered by {old.__module__}")
-        JOB_KINDS[name] = fn
-        if exclusive:
-            EXCLUSIVE_KINDS.add(name)
-        return fn
-
-    return decorator
-
-
-def load_job_kinds() -> dict[str, JobFn]:
-    """Import every module in ``KIND_MODULES`` and return the registry."""
-    for module in KIND_MODULES:
-        importlib.import_module(module)
-    return JOB_KINDS
-
 
 # --- creating, enqueueing, reading ------------------------------------------------
 
@@ -145,11 +53,7 @@ def create_job(
     an advisory lock on PostgreSQL; on SQLite by the write lock that write
     sessions take at BEGIN.
     """
-    if kind not in load_job_kinds():
-        raise LoupeError(
-            ErrorCode.INVALID, f"unknown job kind {kind!r}; known kinds: {sorted(JOB_KINDS)}"
-        )
-    exclusive = exclusive or kind in EXCLUSIVE_KINDS
+    exclusive = exclusive or get_job_kind(kind).exclusive
     _lock_scope(db, kind, project_id, lock=exclusive)
     if exclusive:
         _ensure_not_busy(db, kind, project_id)
@@ -165,14 +69,12 @@ def create_job(
     return job
 
 
-def enqueue(settings: Settings, job_id: int) -> None:
-    """Send job ``job_id`` to the queue. Call it only after the row is committed.
+def enqueue(settings: Settings, job_id: int, kind: str) -> None:
+    """Send job ``job_id`` to the queue of ``kind``. Call it only after the row is committed.
 
     With ``settings.jobs_immediate`` the job runs here, before this returns.
     """
-    from loupe.jobs.queue import enqueue_job  # the queue imports this module
-
-    enqueue_job(settings, job_id)
+    enqueue_job(settings, job_id, get_job_kind(kind).queue)
 
 
 def submit(
@@ -184,7 +86,8 @@ def submit(
     user_id: int | None,
     exclusive: bool = False,
 ) -> Job:
-    """Create a job in a transaction of its own, commit, enqueue; return it as now stored.
+    """Create a job in a transaction of its own, commit, enqueue it on its kind's
+    queue; return it as now stored.
 
     Do not call it while holding an open write transaction on SQLite (commit the
     request session first): it would wait for that lock.
@@ -198,7 +101,7 @@ def submit(
             user_id=user_id,
             exclusive=exclusive,
         ).id
-    enqueue(settings, job_id)
+    enqueue(settings, job_id, kind)
     return fetch_job(settings, job_id)
 
 
@@ -246,7 +149,9 @@ def retry_job(settings: Settings, job_id: int, user_id: int | None) -> Job:
     """
     with session_scope(settings.db_url) as db:
         job = get_job(db, job_id)
-        _lock_scope(db, job.kind, job.project_id, lock=job.kind in EXCLUSIVE_KINDS)
+        kind = job.kind
+        exclusive = get_job_kind(kind).exclusive
+        _lock_scope(db, kind, job.project_id, lock=exclusive)
         db.refresh(job, with_for_update=True)
         if job.status in (JobStatus.running.value, JobStatus.done.value):
             raise LoupeError(
@@ -255,8 +160,8 @@ def retry_job(settings: Settings, job_id: int, user_id: int | None) -> Job:
                 "queued jobs can be retried",
             )
         if job.status != JobStatus.queued.value:
-            if job.kind in EXCLUSIVE_KINDS:
-                _ensure_not_busy(db, job.kind, job.project_id)
+            if exclusive:
+                _ensure_not_busy(db, kind, job.project_id)
             job.status = JobStatus.queued.value
             job.error = None
             job.result = None
@@ -265,8 +170,8 @@ def retry_job(settings: Settings, job_id: int, user_id: int | None) -> Job:
             job.started_at = job.finished_at = job.heartbeat_at = None
             job.worker = None
             job.cancel_requested = False
-        log.info("job %s (%s) retried by user %s", job_id, job.kind, user_id)
-    enqueue(settings, job_id)
+        log.info("job %s (%s) retried by user %s", job_id, kind, user_id)
+    enqueue(settings, job_id, kind)
     return fetch_job(settings, job_id)
 
 

@@ -1,13 +1,13 @@
-"""Running jobs: the worker side of :mod:`loupe.jobs.core`.
+"""Running jobs: claim a queued row, run its kind, record the outcome.
 
 :func:`run_job` claims a ``queued`` row (``queued`` -> ``running`` in one
 conditional UPDATE, so a duplicate or late message is a no-op), runs the kind's
-function with a :class:`JobContext` and a heartbeat thread, and records the
-outcome only if the row is still its attempt. A worker killed mid-job leaves a
-stale heartbeat that :func:`reap_stale_jobs` turns into ``failed`` (or
-``cancelled`` if a cancel was requested); :func:`fail_worker_jobs` marks the
-jobs of a worker that is shutting down. Also home of the built-in ``selftest``
-kind (this module is in ``KIND_MODULES``).
+function with a :class:`~loupe.jobs.context.JobContext` and a heartbeat thread,
+and records the outcome only if the row is still its attempt. A worker killed
+mid-job leaves a stale heartbeat that :func:`reap_stale_jobs` turns into
+``failed`` (or ``cancelled`` if a cancel was requested); :func:`fail_worker_jobs`
+marks the jobs of a worker that is shutting down. Imports the registry and the
+context only (the queue imports this module).
 """
 
 from __future__ import annotations
@@ -17,17 +17,18 @@ import logging
 import os
 import socket
 import threading
-import time
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from loupe.db.models import Job, JobStatus
+from loupe.db.models import Job, JobStatus, ModelVersion
 from loupe.db.session import session_scope
 from loupe.db.types import utcnow
-from loupe.errors import ErrorCode, LoupeError
-from loupe.jobs.core import load_job_kinds, register_job_kind
+from loupe.errors import LoupeError
+from loupe.jobs.context import JobCancelled, JobContext
+from loupe.jobs.registry import get_job_kind
 from loupe.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,84 +36,6 @@ log = logging.getLogger(__name__)
 WORKER_LOST = "worker lost (killed or crashed) while running; retry it"
 DEFAULT_STALE_AFTER_S = 60.0
 _MAX_ERROR_CHARS = 2000
-
-
-class JobCancelled(Exception):
-    """Raised by :meth:`JobContext.check_cancelled`; ``run_job`` records ``cancelled``."""
-
-
-class JobContext:
-    """Handed to a job function: report progress and stop when asked to.
-
-    Every write is its own short transaction (visible at once to the API and its
-    SSE stream) and refreshes ``heartbeat_at``; writes are throttled to one per
-    ``min_interval_s``, and a throttled progress value is written with the next
-    write (the heartbeat thread's at the latest).
-    """
-
-    def __init__(
-        self, settings: Settings, job_id: int, attempt: int, *, min_interval_s: float = 0.2
-    ) -> None:
-        self.settings = settings
-        self.job_id = job_id
-        self.attempt = attempt
-        self.min_interval_s = min_interval_s
-        self._lock = threading.Lock()
-        self._last_write = 0.0
-        self._pending: tuple[float, str] | None = None
-        self._cancel_requested = False
-        self._lost = False
-
-    def progress(self, fraction: float, message: str = "") -> None:
-        """Record progress in [0, 1] (clipped) and a short human-readable message."""
-        with self._lock:
-            self._pending = (min(max(float(fraction), 0.0), 1.0), message)
-        if time.monotonic() - self._last_write >= self.min_interval_s:
-            self.beat()
-
-    def check_cancelled(self) -> None:
-        """Raise :class:`JobCancelled` if a user asked to cancel this job.
-
-        Also raises when the row is no longer this attempt's (reaped as lost, or
-        re-run elsewhere), so a worker that was presumed dead stops working.
-        """
-        if time.monotonic() - self._last_write >= self.min_interval_s:
-            self.beat()
-        if self._lost:
-            raise JobCancelled("this attempt no longer owns the job (reaped or re-run)")
-        if self._cancel_requested:
-            raise JobCancelled("cancelled on request")
-
-    def pending(self) -> tuple[float, str] | None:
-        """The progress not yet written (used by ``run_job`` for the final write)."""
-        with self._lock:
-            return self._pending
-
-    def beat(self) -> None:
-        """Write the heartbeat and any pending progress; read the cancel flag."""
-        with self._lock:
-            self._last_write = time.monotonic()
-            pending, self._pending = self._pending, None
-        try:
-            with session_scope(self.settings.db_url) as db:
-                job = db.get(Job, self.job_id)
-                if (
-                    job is None
-                    or job.status != JobStatus.running.value
-                    or job.attempts != self.attempt
-                ):
-                    self._lost = True
-                    return
-                if pending is not None:
-                    job.progress, job.message = pending
-                job.heartbeat_at = utcnow()
-                self._cancel_requested = job.cancel_requested
-        except Exception:
-            # A busy database must not kill the job; the next beat retries.
-            log.warning("job %s: could not write progress/heartbeat", self.job_id, exc_info=True)
-            with self._lock:
-                if self._pending is None:
-                    self._pending = pending
 
 
 # --- reaping ---------------------------------------------------------------------
@@ -143,9 +66,24 @@ def fail_worker_jobs(settings: Settings, worker: str, reason: str) -> list[int]:
             .values(status=JobStatus.failed.value, error=reason, finished_at=utcnow())
             .returning(Job.id)
         ).all()
+        fail_job_versions(db, ids, reason)
     for job_id in ids:
         log.warning("job %s marked failed: %s", job_id, reason)
     return list(ids)
+
+
+def fail_job_versions(db: Session, job_ids: Sequence[int], reason: str) -> None:
+    """Model versions still ``training`` under these (dead) jobs end ``failed``.
+
+    A killed training never finishes its version; left alone it would show
+    'training' forever (and never replace the active model, which is right).
+    """
+    if job_ids:
+        db.execute(
+            update(ModelVersion)
+            .where(ModelVersion.job_id.in_(job_ids), ModelVersion.status == "training")
+            .values(status="failed", finished_at=utcnow(), params={"error": reason})
+        )
 
 
 def _reap(db: Session, stale_after_s: float) -> list[int]:
@@ -177,6 +115,7 @@ def _reap(db: Session, stale_after_s: float) -> list[int]:
                 "job %s: no heartbeat for %ss, marked %s", job_id, stale_after_s, values["status"]
             )
             reaped.append(job_id)
+    fail_job_versions(db, reaped, WORKER_LOST)
     return reaped
 
 
@@ -216,9 +155,7 @@ def run_job(settings: Settings, job_id: int, *, heartbeat_s: float | None = None
     result: dict[str, Any] | None = None
     error: str | None = None
     try:
-        fn = load_job_kinds().get(kind)
-        if fn is None:
-            raise LoupeError(ErrorCode.INVALID, f"unknown job kind {kind!r} (not in KIND_MODULES)")
+        fn = get_job_kind(kind).fn
         log.info("job %s (%s) attempt %s started", job_id, kind, attempt)
         out = fn(settings, ctx, params)
         if out is not None and not isinstance(out, dict):
@@ -323,31 +260,3 @@ def _finish(
         return None
     log.info("job %s attempt %s %s", ctx.job_id, ctx.attempt, status)
     return status
-
-
-# --- built-in diagnostic kind ------------------------------------------------------
-
-
-@register_job_kind("selftest")
-def selftest(settings: Settings, ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
-    """Diagnostic job: ``steps`` steps of ``seconds`` each, progress after each step.
-
-    Params: ``{"steps": n, "seconds": s, "fail_at": k | None}``; with ``fail_at``
-    it raises at step ``k`` (0-based). It proves that a worker picks jobs up,
-    that progress reaches the UI and that failures are recorded. It does no
-    work, so only site admins may submit it through the API.
-    """
-    steps = int(params.get("steps", 5))
-    seconds = float(params.get("seconds", 0.1))
-    fail_at = params.get("fail_at")
-    if not 1 <= steps <= 10_000:
-        raise ValueError(f"steps must be in [1, 10000], got {steps}")
-    if not 0 <= seconds <= 60:
-        raise ValueError(f"seconds must be in [0, 60], got {seconds}")
-    for step in range(steps):
-        ctx.check_cancelled()
-        if fail_at is not None and step == int(fail_at):
-            raise RuntimeError(f"selftest failed at step {step} as asked (fail_at={fail_at})")
-        time.sleep(seconds)
-        ctx.progress((step + 1) / steps, f"step {step + 1}/{steps}")
-    return {"steps": steps, "seconds": seconds, "worker": worker_name()}

@@ -1,4 +1,4 @@
-"""The huey tasks: thin wrappers around plain functions in ``loupe.services``.
+"""The huey task: a thin wrapper around :func:`loupe.jobs.runner.run_job`.
 
 Tasks are not declared on a module-level huey instance; ``loupe.jobs.queue``
 calls :func:`register_tasks` on each instance it builds (see its docstring).

@@ -1,66 +1,86 @@
-"""Run huey consumers: ``loupe worker`` (blocking) or embedded in ``loupe serve``.
+"""Job consumers: :func:`run_worker` (``loupe worker``) and :class:`WorkerProcess`
+(the ``loupe worker`` child process that ``loupe serve`` starts and stops).
 
-Both poll fast (first retry after 0.05 s, backing off by 1.1x up to 0.5 s), so
-an idle SqliteHuey queue starts a job in about 0.2 s instead of huey's ~1.4 s,
-and both reap jobs left ``running`` by a killed worker, at start and then
-periodically. Run ``python -m loupe.jobs.worker [--workers N]`` for a worker
-configured by ``LOUPE_*`` variables.
+A worker consumes one or more queues (``cpu``, ``gpu``: see
+:mod:`loupe.jobs.registry`) with huey consumers polling fast (first retry after
+0.05 s, backing off by 1.1x up to 0.5 s), so an idle SqliteHuey queue starts a
+job in about 0.2 s instead of huey's ~1.4 s; it reaps jobs left ``running`` by a
+killed worker, at start and then periodically. The job kinds must be registered
+before (:func:`loupe.plugins.load_plugins`; the CLI does it).
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
+import ctypes
 import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
 from huey.consumer import Consumer
 
-from loupe.jobs.core import load_job_kinds
 from loupe.jobs.queue import get_huey
+from loupe.jobs.registry import DEFAULT_QUEUE, QUEUES
 from loupe.jobs.runner import (
     DEFAULT_STALE_AFTER_S,
     fail_worker_jobs,
     reap_stale_jobs,
     worker_name,
 )
-from loupe.settings import Settings, get_settings
+from loupe.settings import Settings
 
 log = logging.getLogger(__name__)
 
 POLLING = {"initial_delay": 0.05, "max_delay": 0.5, "backoff": 1.1}
 REAP_EVERY_S = 30.0
 HEALTH_CHECK_EVERY_S = 10.0
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class _Consumer(Consumer):
-    """A huey Consumer that may leave signal handling to its host.
+    """A huey Consumer that may leave signal handling to another consumer.
 
-    ``signal.signal`` only works in the main thread, and inside ``loupe serve``
-    the signals belong to uvicorn, so the embedded consumer installs none.
+    ``signal.signal`` only works in the main thread, and one process may run a
+    consumer per queue: only the first, run in the main thread, installs them.
     """
 
     def __init__(self, *args: Any, install_signal_handlers: bool, **kwargs: Any) -> None:
         self._install_signal_handlers = install_signal_handlers
+        self.siblings: list[_Consumer] = []  # the other queues' consumers in this process
         super().__init__(*args, **kwargs)
 
     def _set_signal_handlers(self) -> None:
         if self._install_signal_handlers:
             super()._set_signal_handlers()
 
+    def stop(self, graceful: bool = False) -> None:
+        # No queue of this process takes a new job while this one winds down.
+        for sibling in self.siblings:
+            sibling.stop_flag.set()
+        super().stop(graceful=graceful)
+
+    @property
+    def graceful(self) -> bool:
+        """Whether the signal that stopped it asked for a graceful stop."""
+        return bool(self._graceful)
+
 
 def _consumer(
     settings: Settings,
+    queue: str,
     workers: int,
     *,
     install_signal_handlers: bool,
     shutdown_timeout_s: float | None,
 ) -> _Consumer:
-    load_job_kinds()
     return _Consumer(
-        get_huey(settings, immediate=False),
+        get_huey(settings, queue, immediate=False),
         workers=workers,
         worker_type="thread",
         periodic=False,
@@ -74,15 +94,20 @@ def _housekeeping(
     settings: Settings,
     stop: threading.Event,
     stale_after_s: float,
-    consumer: _Consumer | None = None,
+    consumers: Sequence[_Consumer] = (),
+    parent_pid: int | None = None,
 ) -> threading.Thread:
-    """A thread that reaps stale jobs (and restarts dead embedded worker threads)."""
+    """A thread that reaps stale jobs, restarts dead threads of ``consumers`` (those
+    not run in the main thread) and stops this process when ``parent_pid`` is gone."""
 
     def loop() -> None:
         last_reap = time.monotonic()
         while not stop.wait(HEALTH_CHECK_EVERY_S):
             try:
-                if consumer is not None:
+                if parent_pid is not None and os.getppid() != parent_pid:
+                    log.warning("parent process %s is gone; stopping", parent_pid)
+                    os.kill(os.getpid(), signal.SIGTERM)
+                for consumer in consumers:
                     consumer.check_worker_health()
                 if time.monotonic() - last_reap >= REAP_EVERY_S:
                     last_reap = time.monotonic()
@@ -96,81 +121,136 @@ def _housekeeping(
 
 
 def run_worker(
-    settings: Settings, *, workers: int = 1, stale_after_s: float = DEFAULT_STALE_AFTER_S
+    settings: Settings,
+    *,
+    queues: Sequence[str] = (DEFAULT_QUEUE,),
+    workers: int = 1,
+    stale_after_s: float = DEFAULT_STALE_AFTER_S,
+    shutdown_timeout_s: float | None = None,
+    parent_pid: int | None = None,
 ) -> None:
-    """Run a consumer with ``workers`` threads; blocks until it is stopped.
+    """Consume ``queues`` with ``workers`` threads each; block until stopped.
 
-    SIGINT stops gracefully (running jobs finish; a second SIGINT stops at
-    once), SIGTERM at once. Jobs still running then are marked failed.
+    SIGINT stops gracefully (running jobs finish, within ``shutdown_timeout_s``
+    per queue if given; a second SIGINT stops at once), SIGTERM at once. Jobs still
+    running then are marked failed. With ``parent_pid``, the worker stops when
+    that process dies (see :func:`stop_with_parent`).
     """
-    consumer = _consumer(
-        settings,
-        workers,
-        install_signal_handlers=threading.current_thread() is threading.main_thread(),
-        shutdown_timeout_s=None,
-    )
+    unknown = sorted(set(queues) - set(QUEUES))
+    if not queues or unknown:
+        raise ValueError(f"queues must be some of {QUEUES}, got {list(queues)}")
+    queues = list(dict.fromkeys(queues))
+    main = threading.current_thread() is threading.main_thread()
+    first, *others = [
+        _consumer(
+            settings,
+            queue,
+            workers,
+            install_signal_handlers=main and i == 0,
+            shutdown_timeout_s=shutdown_timeout_s,
+        )
+        for i, queue in enumerate(queues)
+    ]
+    first.siblings = others
+    if parent_pid is not None:
+        stop_with_parent(parent_pid)
     reap_stale_jobs(settings, stale_after_s=stale_after_s)
     stop = threading.Event()
-    _housekeeping(settings, stop, stale_after_s)
-    log.info("loupe worker %s: %d thread(s)", worker_name(), workers)
+    _housekeeping(settings, stop, stale_after_s, others, parent_pid)
+    log.info("loupe worker %s: queue(s) %s, %d thread(s) each", worker_name(), queues, workers)
     try:
-        consumer.run()
+        for consumer in others:
+            consumer.start()
+        first.run()  # returns when a signal stopped it
     finally:
         stop.set()
+        for consumer in others:
+            consumer.stop(graceful=first.graceful)
         fail_worker_jobs(settings, worker_name(), "worker stopped while running; retry it")
 
 
-def start_embedded_consumer(
-    settings: Settings,
-    *,
-    workers: int | None = None,
-    stale_after_s: float = DEFAULT_STALE_AFTER_S,
-    shutdown_timeout_s: float = 5.0,
-) -> Callable[[], None]:
-    """Start a consumer in background threads of this process; return ``stop()``.
+def stop_with_parent(parent_pid: int) -> None:
+    """Have the kernel send SIGTERM to this process when its parent dies (Linux).
 
-    For ``loupe serve``: ``workers`` threads (default ``settings.worker_threads``),
-    no signal handlers (they belong to uvicorn). With ``settings.jobs_immediate``
-    jobs run inline and nothing is started. ``stop()`` waits up to
-    ``shutdown_timeout_s`` for running jobs, then marks those still running as
-    failed (their threads die with the process).
+    The housekeeping thread also polls the parent's pid, for other systems. If
+    the parent is already gone, SIGTERM is sent at once.
     """
-    if settings.jobs_immediate:
-        return lambda: None
-    consumer = _consumer(
-        settings,
-        workers or settings.worker_threads,
-        install_signal_handlers=False,
-        shutdown_timeout_s=shutdown_timeout_s,
-    )
-    reap_stale_jobs(settings, stale_after_s=stale_after_s)
-    consumer.start()
-    stop_housekeeping = threading.Event()
-    _housekeeping(settings, stop_housekeeping, stale_after_s, consumer)
-    stopped = False
-
-    def stop() -> None:
-        nonlocal stopped
-        if stopped:
-            return
-        stopped = True
-        stop_housekeeping.set()
-        consumer.stop(graceful=True)
-        fail_worker_jobs(settings, worker_name(), "server stopped while running; retry it")
-
-    return stop
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent_pid:  # died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Run a Loupe job worker (huey consumer).")
-    parser.add_argument("--workers", type=int, default=None, help="threads (LOUPE_WORKER_THREADS)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    settings = get_settings()
-    run_worker(settings, workers=args.workers or settings.worker_threads)
+def lower_priority(increment: int) -> int:
+    """Add ``increment`` to this process's nice value; return the new value."""
+    return os.nice(increment) if increment else os.nice(0)
 
 
-if __name__ == "__main__":
-    main()
+class WorkerProcess:
+    """A worker child process (``argv``, e.g. ``python -m loupe.cli worker ...``),
+    restarted if it dies, stopped by :meth:`stop`.
+
+    It runs in a session of its own, so a Ctrl+C in the terminal reaches only
+    the parent, which then stops the child gracefully; the child should be
+    started with ``--parent-pid`` so that it also stops if the parent is killed.
+    """
+
+    def __init__(self, argv: Sequence[str], *, restart_delay_s: float = 2.0) -> None:
+        self.argv = list(argv)
+        self.restart_delay_s = restart_delay_s
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._monitor: threading.Thread | None = None
+
+    @property
+    def pid(self) -> int | None:
+        with self._lock:
+            return None if self._proc is None else self._proc.pid
+
+    def start(self) -> WorkerProcess:
+        """Start the child and a thread that restarts it if it exits on its own."""
+        self._spawn()
+        self._monitor = threading.Thread(target=self._watch, name="loupe-worker-monitor")
+        self._monitor.daemon = True
+        self._monitor.start()
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> int | None:
+        """SIGINT (graceful), then SIGTERM, then SIGKILL after ``timeout_s`` each;
+        return the child's exit status."""
+        with self._lock:
+            self._stopping.set()
+            proc = self._proc
+        if proc is None:
+            return None
+        for send in (lambda: proc.send_signal(signal.SIGINT), proc.terminate, proc.kill):
+            if proc.poll() is not None:
+                break
+            with contextlib.suppress(ProcessLookupError):
+                send()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout_s)
+        if self._monitor is not None:
+            self._monitor.join(timeout=5)
+        return proc.returncode
+
+    def _spawn(self) -> None:
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            self._proc = proc = subprocess.Popen(self.argv, start_new_session=True)
+        log.info("job worker process %s started: %s", proc.pid, " ".join(self.argv[1:]))
+
+    def _watch(self) -> None:
+        while True:
+            with self._lock:
+                proc = self._proc
+            assert proc is not None
+            code = proc.wait()
+            if self._stopping.wait(self.restart_delay_s):
+                return
+            log.warning("job worker process %s exited with %s; restarting it", proc.pid, code)
+            self._spawn()

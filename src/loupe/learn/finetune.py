@@ -153,6 +153,7 @@ def finetune(
     seed: int = 0,
     device: str = "auto",
     progress: Progress | None = None,
+    check: Callable[[], None] | None = None,
 ) -> FinetuneResult:
     """Fine-tune the last ``unfreeze_stages`` stage(s) of the backbone plus a new linear head.
 
@@ -160,7 +161,9 @@ def finetune(
     A stratified ``val_fraction`` of the items is held out; training stops when
     the validation loss has not improved for ``patience`` epochs and the best
     epoch's weights are returned. ``head_lr`` defaults to ``10 * lr`` (the head
-    starts from scratch). ``progress(fraction, message)`` is called per epoch.
+    starts from scratch). ``progress(fraction, message)`` is called per epoch;
+    ``check()`` before every batch: it stops the training by raising (a job's
+    cancel check), so a cancel takes effect within one batch, not one run.
     """
     import torch
     import torch.nn.functional as F
@@ -216,6 +219,8 @@ def finetune(
         order = torch.randperm(len(train_x), generator=generator)
         total = 0.0
         for start in range(0, len(order), batch_size):
+            if check is not None:
+                check()
             index = order[start : start + batch_size]
             batch = normalise_imagenet(augment(train_x[index], generator).to(device))
             loss = F.cross_entropy(model(batch), train_y[index].to(device))

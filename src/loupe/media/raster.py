@@ -12,6 +12,7 @@ import numpy as np
 from PIL import BmpImagePlugin, ImageFile, JpegImagePlugin, PngImagePlugin
 
 from loupe.media._core import MediaError, MediaInfo, ParameterError, PathLike, check_pixels
+from loupe.media.budget import check_decode_bytes, decode_slot
 from loupe.media.resample import downscale, target_shape
 
 # We instantiate the plugin classes directly instead of calling Image.open: that skips
@@ -92,6 +93,7 @@ def probe(path: PathLike, fmt: str, *, size: int, max_pixels: int) -> MediaInfo:
         cols, rows = image.size
         check_pixels(rows, cols, max_pixels, path=path)
         _, channels, dtype = _target_mode(image)
+        check_decode_bytes(_decode_bytes(image, rows, cols), path=path)
         extra: dict[str, object] = {"mode": image.mode}
         if fmt == "jpeg":
             extra["progressive"] = bool(image.info.get("progressive"))
@@ -129,14 +131,25 @@ def read(path: PathLike, fmt: str, *, max_side: int | None, max_pixels: int) -> 
         draft_cols, draft_rows = image.size
         check_pixels(draft_rows, draft_cols, max_pixels, path=path)
         convert_to, _, dtype = _target_mode(image)
-        image.load()
-        loaded = image.convert(convert_to) if convert_to else image
-        array = np.asarray(loaded)
+        with decode_slot(_decode_bytes(image, draft_rows, draft_cols), path=path):
+            image.load()
+            loaded = image.convert(convert_to) if convert_to else image
+            array = np.asarray(loaded)
     if array.dtype.byteorder not in ("=", "|") or array.dtype.name != dtype:
         array = array.astype(dtype)
     if max_side is not None:
         array = downscale(array, max_side=max_side)
     return array
+
+
+def _decode_bytes(image: ImageFile.ImageFile, rows: int, cols: int) -> int:
+    """Peak bytes of decoding ``image``: Pillow's buffer, its conversion, the numpy copy."""
+    convert_to, channels, dtype = _target_mode(image)
+    decoded = rows * cols * max(len(image.getbands()), 1) * (2 if "16" in image.mode else 1)
+    if image.mode in ("I", "F"):
+        decoded = rows * cols * 4
+    converted = rows * cols * max(channels, 1) * np.dtype(dtype).itemsize
+    return decoded + (converted if convert_to else 0) + converted
 
 
 def _jpeg_has_eoi(path: PathLike) -> bool:

@@ -23,6 +23,7 @@ def plugin_registries(settings: Settings) -> tuple[dict[str, list[str]], list[di
     from loupe.features import available_backbones
     from loupe.jobs.registry import JOB_KINDS
     from loupe.learn import CLASS_HEADS, SCORE_HEADS
+    from loupe.select import registry as select_registry
 
     backbones = available_backbones(weights_dir=settings.weights)
     registries: dict[str, list[str]] = {
@@ -31,5 +32,6 @@ def plugin_registries(settings: Settings) -> tuple[dict[str, list[str]], list[di
         "backbones": [b["name"] for b in backbones],
         "class_heads": sorted(CLASS_HEADS),
         "score_heads": sorted(SCORE_HEADS),
+        "strategies": select_registry.names(),
     }
     return registries, backbones

@@ -118,3 +118,30 @@ def test_finetune_cv_uses_the_frozen_heads_folds(small_digits):
     other = {**frozen, "cv": stratified_folds(labels, seed=1, max_splits=2).describe()}
     assert compare_metrics(other, result.metrics)["same_folds"] is False
     assert comparison["accuracy"]["delta"] == pytest.approx(result.metrics["accuracy"] - 0.9)
+
+
+def test_a_cancel_stops_finetuning_within_a_batch(small_digits):
+    """The check runs before every batch: raising there ends the run at once."""
+    import threading
+    import time
+
+    images, labels = small_digits
+    cancel = threading.Event()
+    batches = 0
+
+    class Cancelled(Exception):
+        pass
+
+    def check() -> None:
+        nonlocal batches
+        if cancel.is_set():
+            raise Cancelled
+        batches += 1
+        if batches == 3:
+            cancel.set()  # the user presses cancel during the first epoch
+
+    t0 = time.perf_counter()
+    with pytest.raises(Cancelled):
+        finetune(tiny_cnn, images, labels, epochs=50, batch_size=4, check=check, device="cpu")
+    assert batches == 3  # stopped at the next batch, not at the end of an epoch or run
+    assert time.perf_counter() - t0 < 5

@@ -49,7 +49,15 @@ export interface paths {
         put?: never;
         /**
          * Register
-         * @description Create an account and log in. The first account becomes site admin.
+         * @description Create an account, then log in with ``POST /auth/login``. The first account is admin.
+         *
+         *     The answer is the same (202, the same message) whether the address was
+         *     free or already has an account, and the password is hashed either way so
+         *     the time taken matches too: registering never tells a stranger which
+         *     addresses have accounts. With no e-mail to confirm an address, this is
+         *     the sound choice: the account holder learns the outcome by logging in,
+         *     and logins are rate limited per account and per address, so probing
+         *     addresses costs as much as guessing passwords at the login form.
          */
         post: operations["register_api_auth_register_post"];
         delete?: never;
@@ -67,7 +75,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Login */
+        /**
+         * Login
+         * @description Log in (a session cookie plus its CSRF token); rate limited per account and address.
+         */
         post: operations["login_api_auth_login_post"];
         delete?: never;
         options?: never;
@@ -84,7 +95,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Logout */
+        /**
+         * Logout
+         * @description End the session on the server: its cookie stops working everywhere. Needs CSRF.
+         */
         post: operations["logout_api_auth_logout_post"];
         delete?: never;
         options?: never;
@@ -416,6 +430,49 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/projects/{project_id}/undo": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Undo Change
+         * @description Undo one of your changes (default: the latest), whatever the grid shows.
+         *
+         *     Items changed since by anyone are reported as conflicts and kept; 409 when
+         *     there is nothing to undo.
+         */
+        post: operations["undo_change_api_projects__project_id__undo_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/redo": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Redo Change
+         * @description Re-apply your latest undone change; 409 when there is nothing to redo.
+         */
+        post: operations["redo_change_api_projects__project_id__redo_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/projects/{project_id}/items/{item_id}/history": {
         parameters: {
             query?: never;
@@ -692,7 +749,7 @@ export interface paths {
         put?: never;
         /**
          * Accept One
-         * @description Accept the draft as the human label.
+         * @description Accept the draft as the item's label (origin ``model_accepted``).
          */
         post: operations["accept_one_api_projects__project_id__items__item_id__accept_post"];
         delete?: never;
@@ -710,8 +767,92 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Accept Many */
+        /**
+         * Accept Many
+         * @description Accept many drafts in one change (one undo step).
+         */
         post: operations["accept_many_api_projects__project_id__predictions_accept_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/queue": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Next Items
+         * @description The next ``n`` items by ``strategy``, leased to you (nobody else is served them
+         *     until the lease expires); your earlier leases in the project are replaced.
+         */
+        post: operations["next_items_api_projects__project_id__queue_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/queue/release": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Release
+         * @description Drop your leases in this project (all, or ``item_ids``).
+         */
+        post: operations["release_api_projects__project_id__queue_release_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/items/{item_id}/similar": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Similar To Item
+         * @description The ``k`` items most like this one (cosine on the active backbone's features).
+         */
+        get: operations["similar_to_item_api_projects__project_id__items__item_id__similar_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/similar": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Similar To Items
+         * @description The ``k`` items most like several selected ones (mean or max similarity).
+         */
+        post: operations["similar_to_items_api_projects__project_id__similar_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1008,8 +1149,16 @@ export interface components {
             } | null;
             /** Note */
             note?: string | null;
-            /** Origin */
+            /**
+             * Origin
+             * @description human | model_accepted (a person accepted a model's draft) | model
+             */
             origin: string;
+            /**
+             * Model Version Id
+             * @description The model version whose draft was accepted
+             */
+            model_version_id?: number | null;
             /** Version */
             version: number;
             /** Updated By */
@@ -1208,6 +1357,16 @@ export interface components {
             } | null;
             /** Version */
             version: number;
+            /**
+             * Change Id
+             * @description The change (request) it was part of
+             */
+            change_id?: string | null;
+            /**
+             * Reverts
+             * @description undo / redo: the change it reverted
+             */
+            reverts?: string | null;
         };
         /** EventsPublic */
         EventsPublic: {
@@ -1260,11 +1419,12 @@ export interface components {
              * @default false
              */
             labelled_only: boolean;
-        };
-        /** HTTPValidationError */
-        HTTPValidationError: {
-            /** Detail */
-            detail?: components["schemas"]["ValidationError"][];
+            /**
+             * Raw
+             * @description CSV cells as stored: no ' before text starting with = + - @
+             * @default false
+             */
+            raw: boolean;
         };
         /** HealthPublic */
         HealthPublic: {
@@ -1313,6 +1473,10 @@ export interface components {
             version: string;
             /** Tasks */
             tasks: string[];
+            /** Task Kinds */
+            task_kinds: {
+                [key: string]: unknown;
+            }[];
             /** Project Roles */
             project_roles: string[];
             /** Reserved Labels */
@@ -1425,6 +1589,11 @@ export interface components {
             thumbnail_url: string;
             annotation: components["schemas"]["AnnotationPublic"] | null;
             draft: components["schemas"]["DraftPublic"] | null;
+            /**
+             * Change Id
+             * @description After a label write: the change it made (for undo); None otherwise
+             */
+            change_id?: string | null;
         };
         /** ItemsPublic */
         ItemsPublic: {
@@ -1529,6 +1698,11 @@ export interface components {
             versions: {
                 [key: string]: number;
             };
+            /**
+             * Change Id
+             * @description The change this request made (for undo); None if none
+             */
+            change_id?: string | null;
         };
         /** LabelImportReport */
         LabelImportReport: {
@@ -1744,7 +1918,10 @@ export interface components {
         ProjectCreate: {
             /** Name */
             name: string;
-            /** Task */
+            /**
+             * Task
+             * @description a task kind listed by /api/info
+             */
             task: string;
             /**
              * Schema
@@ -1821,6 +1998,62 @@ export interface components {
             /** Count */
             count: number;
         };
+        /** QueueItem */
+        QueueItem: {
+            /** Id */
+            id: number;
+            /**
+             * Score
+             * @description the strategy's score: higher was picked sooner
+             */
+            score: number;
+        };
+        /** QueuePublic */
+        QueuePublic: {
+            /**
+             * Strategy
+             * @description the strategy asked for
+             */
+            strategy: string;
+            /**
+             * Strategy Used
+             * @description the strategy that ran (a fallback when needed)
+             */
+            strategy_used: string;
+            /**
+             * Fallback Reason
+             * @description why the asked strategy could not run
+             */
+            fallback_reason: string | null;
+            /**
+             * Backbone
+             * @description the features the strategy read, if any
+             */
+            backbone: string | null;
+            /** Model Version Id */
+            model_version_id: number | null;
+            /**
+             * Lease Expires At
+             * Format: date-time
+             * @description the items are yours until then
+             */
+            lease_expires_at: string;
+            /** Items */
+            items: components["schemas"]["QueueItem"][];
+        };
+        /** ReleasePublic */
+        ReleasePublic: {
+            /** Released */
+            released: number;
+        };
+        /** ReleaseRequest */
+        ReleaseRequest: {
+            /**
+             * Item Ids
+             * @description leases to drop (default: all of yours here)
+             */
+            item_ids?: number[] | null;
+        };
         /** ReportPublic */
         ReportPublic: {
             /** Id */
@@ -1889,6 +2122,41 @@ export interface components {
             user: components["schemas"]["UserPublic"];
             /** Csrf Token */
             csrf_token: string;
+        };
+        /** SimilarItem */
+        SimilarItem: {
+            /** Id */
+            id: number;
+            /**
+             * Similarity
+             * @description cosine similarity in [-1, 1]
+             */
+            similarity: number;
+        };
+        /** SimilarPublic */
+        SimilarPublic: {
+            /** Backbone */
+            backbone: string;
+            /** Query */
+            query: number[];
+            /** Items */
+            items: components["schemas"]["SimilarItem"][];
+        };
+        /** SimilarRequest */
+        SimilarRequest: {
+            /** Item Ids */
+            item_ids: number[];
+            /**
+             * K
+             * @default 50
+             */
+            k: number;
+            /**
+             * Combine
+             * @description several queries: mean|max
+             * @default mean
+             */
+            combine: string;
         };
         /** SiteSettingsPublic */
         SiteSettingsPublic: {
@@ -1963,6 +2231,50 @@ export interface components {
              */
             mode: string;
         };
+        /** UndoRequest */
+        UndoRequest: {
+            /**
+             * Change Id
+             * @description undo: the change to undo (default: your latest); redo: the undo to redo (default: your latest)
+             */
+            change_id?: string | null;
+        };
+        /**
+         * UndoResult
+         * @description What an undo or redo did, item by item.
+         */
+        UndoResult: {
+            /**
+             * Action
+             * @description undo | redo
+             */
+            action: string;
+            /**
+             * Reverted Change Id
+             * @description The change undone (or the undo redone)
+             */
+            reverted_change_id: string;
+            /**
+             * What
+             * @description The source of the original change: api | batch | accept
+             */
+            what: string;
+            /**
+             * Change Id
+             * @description The change this undo / redo made
+             */
+            change_id: string | null;
+            /** Applied */
+            applied: number[];
+            /** Unchanged */
+            unchanged: number[];
+            /** Conflicts */
+            conflicts: components["schemas"]["BatchConflict"][];
+            /** Versions */
+            versions: {
+                [key: string]: number;
+            };
+        };
         /** UserCreate */
         UserCreate: {
             /** Email */
@@ -2028,19 +2340,6 @@ export interface components {
             /** Count */
             count: number;
         };
-        /** ValidationError */
-        ValidationError: {
-            /** Location */
-            loc: (string | number)[];
-            /** Message */
-            msg: string;
-            /** Error Type */
-            type: string;
-            /** Input */
-            input?: unknown;
-            /** Context */
-            ctx?: Record<string, never>;
-        };
     };
     responses: never;
     parameters: never;
@@ -2068,6 +2367,24 @@ export interface operations {
                     "application/json": components["schemas"]["InfoPublic"];
                 };
             };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     health_api_health_get: {
@@ -2088,6 +2405,24 @@ export interface operations {
                     "application/json": components["schemas"]["HealthPublic"];
                 };
             };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     register_api_auth_register_post: {
@@ -2104,21 +2439,39 @@ export interface operations {
         };
         responses: {
             /** @description Successful Response */
-            201: {
+            202: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["SessionPublic"];
+                    "application/json": components["schemas"]["Message"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description Registration is turned off */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2145,13 +2498,31 @@ export interface operations {
                     "application/json": components["schemas"]["SessionPublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description Too many failed logins */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2174,6 +2545,24 @@ export interface operations {
                     "application/json": components["schemas"]["Message"];
                 };
             };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     me_api_auth_me_get: {
@@ -2194,6 +2583,24 @@ export interface operations {
                     "application/json": components["schemas"]["SessionPublic"];
                 };
             };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     list_tokens_api_auth_tokens_get: {
@@ -2212,6 +2619,24 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["TokensPublic"];
+                };
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2238,13 +2663,22 @@ export interface operations {
                     "application/json": components["schemas"]["TokenCreated"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2269,13 +2703,22 @@ export interface operations {
                     "application/json": components["schemas"]["Message"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2301,13 +2744,22 @@ export interface operations {
                     "application/json": components["schemas"]["UsersPublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2334,13 +2786,22 @@ export interface operations {
                     "application/json": components["schemas"]["UserPublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2369,13 +2830,22 @@ export interface operations {
                     "application/json": components["schemas"]["UserPublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2396,6 +2866,24 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["SiteSettingsPublic"];
+                };
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2422,13 +2910,22 @@ export interface operations {
                     "application/json": components["schemas"]["SiteSettingsPublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2449,6 +2946,24 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ProjectsPublic"];
+                };
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2475,13 +2990,22 @@ export interface operations {
                     "application/json": components["schemas"]["ProjectPublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2506,13 +3030,22 @@ export interface operations {
                     "application/json": components["schemas"]["ProjectPublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2537,13 +3070,22 @@ export interface operations {
                     "application/json": components["schemas"]["Message"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2572,13 +3114,22 @@ export interface operations {
                     "application/json": components["schemas"]["ProjectPublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2603,13 +3154,22 @@ export interface operations {
                     "application/json": components["schemas"]["MembersPublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2638,13 +3198,22 @@ export interface operations {
                     "application/json": components["schemas"]["MemberPublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2670,13 +3239,22 @@ export interface operations {
                     "application/json": components["schemas"]["Message"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2706,13 +3284,22 @@ export interface operations {
                     "application/json": components["schemas"]["MemberPublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2737,13 +3324,22 @@ export interface operations {
                     "application/json": components["schemas"]["CasesPublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2772,13 +3368,22 @@ export interface operations {
                     "application/json": components["schemas"]["CasePublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2804,13 +3409,22 @@ export interface operations {
                     "application/json": components["schemas"]["CasePublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2840,13 +3454,22 @@ export interface operations {
                     "application/json": components["schemas"]["CasePublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2888,13 +3511,22 @@ export interface operations {
                     "application/json": components["schemas"]["ItemsPublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2920,13 +3552,22 @@ export interface operations {
                     "application/json": components["schemas"]["ItemPublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2952,13 +3593,22 @@ export interface operations {
                     "application/json": components["schemas"]["Message"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2984,13 +3634,22 @@ export interface operations {
                     "image/jpeg": unknown;
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3014,13 +3673,22 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3050,13 +3718,22 @@ export interface operations {
                     "application/json": components["schemas"]["ItemPublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3084,13 +3761,22 @@ export interface operations {
                     "application/json": components["schemas"]["ItemPublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3119,13 +3805,110 @@ export interface operations {
                     "application/json": components["schemas"]["LabelBatchResult"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    undo_change_api_projects__project_id__undo_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["UndoRequest"] | null;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UndoResult"];
+                };
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    redo_change_api_projects__project_id__redo_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["UndoRequest"] | null;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UndoResult"];
+                };
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3151,13 +3934,22 @@ export interface operations {
                     "application/json": components["schemas"]["EventsPublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3202,13 +3994,22 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3237,13 +4038,22 @@ export interface operations {
                     "application/json": components["schemas"]["ImportJobPublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3268,13 +4078,22 @@ export interface operations {
                     "application/json": components["schemas"]["JobPublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3299,13 +4118,22 @@ export interface operations {
                     "text/event-stream": components["schemas"]["JobPublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3335,13 +4163,22 @@ export interface operations {
                     "application/json": components["schemas"]["JobsPublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3366,13 +4203,22 @@ export interface operations {
                     "application/json": components["schemas"]["JobPublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3397,13 +4243,22 @@ export interface operations {
                     "application/json": components["schemas"]["JobPublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3430,13 +4285,22 @@ export interface operations {
                     "application/json": components["schemas"]["JobPublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3465,13 +4329,22 @@ export interface operations {
                     "application/json": components["schemas"]["JobPublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3496,13 +4369,22 @@ export interface operations {
                     "application/json": components["schemas"]["ModelVersionsPublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3528,13 +4410,22 @@ export interface operations {
                     "application/json": components["schemas"]["ModelVersionPublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3560,13 +4451,22 @@ export interface operations {
                     "application/json": components["schemas"]["ModelVersionPublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3592,13 +4492,22 @@ export interface operations {
                     "application/json": components["schemas"]["PredictionsPublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3628,13 +4537,22 @@ export interface operations {
                     "application/json": components["schemas"]["ItemPublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3663,13 +4581,208 @@ export interface operations {
                     "application/json": components["schemas"]["LabelBatchResult"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    next_items_api_projects__project_id__queue_post: {
+        parameters: {
+            query?: {
+                /** @description a name from /api/info */
+                strategy?: string;
+                n?: number;
+                /** @description entropy|margin|... */
+                measure?: string | null;
+                /** @description band: a class name */
+                band_class?: string | null;
+                band_lo?: number | null;
+                band_hi?: number | null;
+                /** @description oddities: both|lof|iforest */
+                method?: string | null;
+                /** @description hybrid: shortlist size */
+                factor?: number | null;
+                seed?: number;
+            };
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["QueuePublic"];
+                };
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    release_api_projects__project_id__queue_release_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["ReleaseRequest"] | null;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReleasePublic"];
+                };
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    similar_to_item_api_projects__project_id__items__item_id__similar_get: {
+        parameters: {
+            query?: {
+                k?: number;
+            };
+            header?: never;
+            path: {
+                item_id: number;
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimilarPublic"];
+                };
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    similar_to_items_api_projects__project_id__similar_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SimilarRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimilarPublic"];
+                };
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3695,13 +4808,22 @@ export interface operations {
                     "application/xml": unknown;
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3730,13 +4852,22 @@ export interface operations {
                     "image/jpeg": unknown;
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3765,13 +4896,22 @@ export interface operations {
                     "image/jpeg": unknown;
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3788,6 +4928,8 @@ export interface operations {
                 labelled_only?: boolean;
                 /** @description start with a UTF-8 byte-order mark (for Excel) */
                 bom?: boolean;
+                /** @description no ' before text cells starting with = + - @ (formula escaping off) */
+                raw?: boolean;
             };
             header?: never;
             path: {
@@ -3806,13 +4948,22 @@ export interface operations {
                     "text/csv": unknown;
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3829,6 +4980,8 @@ export interface operations {
                 since?: string | null;
                 until?: string | null;
                 labelled_only?: boolean;
+                /** @description no ' before text cells starting with = + - @ (formula escaping off) */
+                raw?: boolean;
             };
             header?: never;
             path: {
@@ -3847,13 +5000,22 @@ export interface operations {
                     "application/zip": unknown;
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3882,13 +5044,22 @@ export interface operations {
                     "application/json": components["schemas"]["JobPublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3914,13 +5085,22 @@ export interface operations {
                     "text/csv": unknown;
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3949,13 +5129,22 @@ export interface operations {
                     "application/json": components["schemas"]["LabelImportReport"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3981,13 +5170,22 @@ export interface operations {
                     "application/json": components["schemas"]["ReportPublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -4016,13 +5214,22 @@ export interface operations {
                     "application/json": components["schemas"]["ReportsPublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -4049,13 +5256,22 @@ export interface operations {
                     "application/json": components["schemas"]["DatasetImportPublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -4081,13 +5297,22 @@ export interface operations {
                     "application/json": components["schemas"]["ReportsPublic"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -4112,13 +5337,22 @@ export interface operations {
                     "application/pdf": unknown;
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };

@@ -1,4 +1,5 @@
-// The keyboard of the curation grid: moving, selecting, labelling, undo. The task
+// The keyboard of the curation grid: moving, selecting, labelling, undo (Z) and
+// redo (Shift+Z), both on the server. The task
 // kind adds its own keys (web/src/tasks/<kind>: class hotkeys, Enter to score).
 import type { KeyBinding } from '../tasks/types';
 import type { Grid } from './grid.svelte';
@@ -36,7 +37,7 @@ export function onGridKey(e: KeyboardEvent, k: GridKeys): void {
   const n = grid.items.length;
   const extend = { extend: e.shiftKey };
 
-  if (mod && key === 'z') return void (e.preventDefault(), grid.undo());
+  if (mod && key === 'z') return void (e.preventDefault(), e.shiftKey ? grid.redo() : grid.undo());
   if (mod && key === 'a') {
     e.preventDefault();
     grid.selectAll();
@@ -86,7 +87,7 @@ export function onGridKey(e: KeyboardEvent, k: GridKeys): void {
       e.preventDefault();
       return void k.label(null, 'clear label');
   }
-  if (key === 'z') return void grid.undo();
+  if (key === 'z') return void (e.shiftKey ? grid.redo() : grid.undo());
   if (key === '0') return void k.label({ kind: 'unsure' }, 'unsure');
   if (key === 'x') return void k.label({ kind: 'skip' }, 'skip');
   if (key === 'a') return void k.accept();

@@ -1,5 +1,6 @@
 // The curation grid's state: the loaded items (keyset pages of 200), the
-// focused tile, the selection, labelling with optimistic locking, and undo.
+// focused tile, the selection, labelling with optimistic locking, and undo / redo
+// (on the server: a whole request is one step, whatever the filter shows now).
 import { api, ApiError, messageOf, type Item } from './api';
 import type { LabelValue } from './schema';
 import { toast } from './toast.svelte';
@@ -16,10 +17,16 @@ export interface Filter {
 }
 
 type Annotation = NonNullable<Item['annotation']>;
-interface UndoStep {
-  what: string;
-  before: Map<number, Annotation | null>;
-}
+
+/** Bulk accept of more items than this asks for confirmation first. */
+export const CONFIRM_ACCEPT_OVER = 50;
+
+/** How the toast names the change an undo / redo reverted (its audit source). */
+const CHANGE_NAMES: Record<string, string> = {
+  api: 'label',
+  batch: 'batch label',
+  accept: 'accept drafts',
+};
 
 function same(a: Annotation | null, b: LabelValue | null): boolean {
   if (!a || !b) return !a && !b;
@@ -27,14 +34,6 @@ function same(a: Annotation | null, b: LabelValue | null): boolean {
   if (b.kind === 'class') return a.label === b.label;
   if (b.kind === 'scores') return JSON.stringify(a.scores) === JSON.stringify(b.scores);
   return true;
-}
-
-function toValue(a: Annotation | null): LabelValue | null {
-  if (!a) return null;
-  if (a.kind === 'class') return { kind: 'class', label: a.label ?? '' };
-  if (a.kind === 'scores') return { kind: 'scores', scores: (a.scores ?? {}) as Record<string, number> };
-  if (a.kind === 'unsure' || a.kind === 'skip') return { kind: a.kind };
-  return null;
 }
 
 export class Grid {
@@ -47,7 +46,6 @@ export class Grid {
   focus = $state(0);
   anchor = 0;
   selected: Set<number> = $state(new Set());
-  undoStack: UndoStep[] = $state([]);
   filter: Filter = {};
   userId = 0;
   private generation = 0;
@@ -215,19 +213,18 @@ export class Grid {
    * queued: keys pressed faster than the server answers apply in order, each
    * with the version the previous one produced.
    */
-  apply(targets: Item[], value: LabelValue | null, what: string): Promise<boolean> {
+  apply(targets: Item[], value: LabelValue | null, _what: string): Promise<boolean> {
     const ids = targets.map((t) => t.id);
-    const run = this.chain.then(() => this.applyNow(ids, value, what));
+    const run = this.chain.then(() => this.applyNow(ids, value));
     this.chain = run.catch(() => false);
     return run;
   }
 
-  private async applyNow(ids: number[], value: LabelValue | null, what: string): Promise<boolean> {
+  private async applyNow(ids: number[], value: LabelValue | null): Promise<boolean> {
     const byId = new Map(this.items.map((i) => [i.id, i] as const));
     const targets = ids.map((id) => byId.get(id)).filter((i): i is Item => !!i);
     const todo = targets.filter((t) => !same(t.annotation ?? null, value));
     if (!todo.length) return true;
-    const before = new Map(todo.map((t) => [t.id, t.annotation ?? null] as const));
     try {
       if (todo.length === 1 && value) {
         const t = todo[0];
@@ -239,8 +236,6 @@ export class Grid {
       } else {
         await this.batch(todo, value);
       }
-      this.undoStack.push({ what, before });
-      if (this.undoStack.length > 100) this.undoStack.shift();
       return true;
     } catch (e) {
       if (e instanceof ApiError && e.code === 'stale_version') {
@@ -300,10 +295,15 @@ export class Grid {
   /**
    * Accept the model's drafts of these items as their human labels (items without a
    * draft are left alone). One item: POST .../accept with its version; more: the
-   * batch endpoint. Undo restores the labels from before.
+   * batch endpoint (asking first when there are many). Undo (Z) undoes it in one step.
    */
   accept(targets: Item[]): Promise<number> {
     const ids = targets.filter((t) => t.draft).map((t) => t.id);
+    if (
+      ids.length > CONFIRM_ACCEPT_OVER &&
+      !confirm(`Accept the model's drafts of ${ids.length} items as their labels?`)
+    )
+      return Promise.resolve(0);
     const run = this.chain.then(() => this.acceptNow(ids));
     this.chain = run.catch(() => 0);
     return run;
@@ -316,7 +316,6 @@ export class Grid {
       toast('No model draft to accept here yet: train a model first.', 'error');
       return 0;
     }
-    const before = new Map(todo.map((t) => [t.id, t.annotation ?? null] as const));
     try {
       let applied = todo.length;
       if (todo.length === 1) {
@@ -344,7 +343,6 @@ export class Grid {
           );
         }
       }
-      this.undoStack.push({ what: `accept ${todo.length} draft(s)`, before });
       return applied;
     } catch (e) {
       if (e instanceof ApiError && e.code === 'stale_version') {
@@ -394,33 +392,43 @@ export class Grid {
     }
   }
 
+  /** Undo my latest change in this project on the server (Z). */
   undo(): Promise<void> {
-    const run = this.chain.then(() => this.undoNow());
+    return this.revert('undo');
+  }
+
+  /** Re-apply the change I undid last (Shift+Z). */
+  redo(): Promise<void> {
+    return this.revert('redo');
+  }
+
+  private revert(action: 'undo' | 'redo'): Promise<void> {
+    const run = this.chain.then(() => this.revertNow(action));
     this.chain = run.catch(() => undefined);
     return run;
   }
 
-  private async undoNow(): Promise<void> {
-    const step = this.undoStack.pop();
-    if (!step) {
-      toast('Nothing to undo');
-      return;
-    }
-    // Restore each item's previous label, grouped by value (one batch call per group).
-    const groups = new Map<string, { value: LabelValue | null; items: Item[] }>();
-    for (const [id, before] of step.before) {
-      const item = this.items.find((i) => i.id === id);
-      if (!item) continue;
-      const value = toValue(before);
-      const key = JSON.stringify(value);
-      if (!groups.has(key)) groups.set(key, { value, items: [] });
-      groups.get(key)!.items.push(item);
-    }
+  private async revertNow(action: 'undo' | 'redo'): Promise<void> {
+    const params = { path: { project_id: this.projectId }, body: {} };
     try {
-      for (const g of groups.values()) await this.batch(g.items, g.value);
-      toast(`Undone: ${step.what}`);
+      const res =
+        action === 'undo'
+          ? await api.post('/api/projects/{project_id}/undo', params)
+          : await api.post('/api/projects/{project_id}/redo', params);
+      // The items may be hidden by the filter, or match it again: re-read the list.
+      if (res.applied.length || res.conflicts.length) await this.reloadLoaded();
+      const n = res.applied.length;
+      const what = CHANGE_NAMES[res.what] ?? res.what;
+      toast(`${action === 'undo' ? 'Undid' : 'Redid'}: ${n} label${n === 1 ? '' : 's'} (${what})`, 'success');
+      if (res.conflicts.length) {
+        toast(
+          `${res.conflicts.length} item(s) were changed since and kept their label: ${res.conflicts[0].message}`,
+          'error',
+        );
+      }
     } catch (e) {
-      toast(messageOf(e), 'error');
+      if (e instanceof ApiError && e.code === 'conflict') toast(`Nothing to ${action}`);
+      else toast(messageOf(e), 'error');
     }
   }
 }

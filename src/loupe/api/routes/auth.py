@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from fastapi import APIRouter, Request, Response
 from sqlalchemy import select
 
-from loupe.api.deps import CurrentUser, SessionDep, SettingsDep
-from loupe.api.schemas.common import Message
+from loupe.api.deps import CurrentUser, OptionalUser, SessionDep, SettingsDep
+from loupe.api.params import Id
+from loupe.api.schemas.common import ErrorResponse, Message
 from loupe.api.schemas.users import (
     LoginRequest,
     SessionPublic,
@@ -20,16 +23,19 @@ from loupe.api.schemas.users import (
 from loupe.db.models import ApiToken
 from loupe.errors import ErrorCode, LoupeError
 from loupe.services.auth import core as auth
-from loupe.services.auth import site
+from loupe.services.auth import site, throttle
 from loupe.settings import Settings
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 
-def _set_session(response: Response, settings: Settings, cookie: str, csrf: str) -> None:
+def _set_session(
+    request: Request, response: Response, settings: Settings, cookie: str, csrf: str
+) -> None:
     common = {
         "max_age": settings.session_max_age_s,
-        "secure": settings.cookie_secure,
+        # Secure by setting, and always when the page came over HTTPS.
+        "secure": settings.cookie_secure or request.url.scheme == "https",
         "samesite": "lax",
         "path": "/",
     }
@@ -38,36 +44,79 @@ def _set_session(response: Response, settings: Settings, cookie: str, csrf: str)
     response.set_cookie(auth.CSRF_COOKIE, csrf, httponly=False, **common)  # type: ignore[arg-type]
 
 
-@router.post("/register", response_model=SessionPublic, status_code=201)
-def register(
-    body: UserRegister, db: SessionDep, settings: SettingsDep, response: Response
-) -> SessionPublic:
-    """Create an account and log in. The first account becomes site admin."""
+def _limits(settings: Settings) -> throttle.LoginLimits:
+    return throttle.LoginLimits(
+        per_account=settings.login_max_failures_per_account,
+        per_address=settings.login_max_failures_per_address,
+        window=dt.timedelta(seconds=settings.login_window_s),
+    )
+
+
+REGISTERED = "registration received: log in with this e-mail address and password"
+
+
+@router.post(
+    "/register",
+    response_model=Message,
+    status_code=202,
+    responses={403: {"model": ErrorResponse, "description": "Registration is turned off"}},
+)
+def register(body: UserRegister, db: SessionDep, settings: SettingsDep) -> Message:
+    """Create an account, then log in with ``POST /auth/login``. The first account is admin.
+
+    The answer is the same (202, the same message) whether the address was
+    free or already has an account, and the password is hashed either way so
+    the time taken matches too: registering never tells a stranger which
+    addresses have accounts. With no e-mail to confirm an address, this is
+    the sound choice: the account holder learns the outcome by logging in,
+    and logins are rate limited per account and per address, so probing
+    addresses costs as much as guessing passwords at the login form.
+    """
     first = auth.count_users(db) == 0
     if not first and not site.current(db, settings).allow_registration:
         raise LoupeError(ErrorCode.REGISTRATION_CLOSED, "registration is turned off; ask an admin")
-    user = auth.create_user(
-        db, email=body.email, password=body.password, name=body.name, admin=first
-    )
-    assert settings.secret_key
-    cookie, csrf = auth.new_session(user, settings.secret_key)
-    _set_session(response, settings, cookie, csrf)
-    return SessionPublic(user=UserPublic.model_validate(user), csrf_token=csrf)
+    if auth.find_user(db, body.email) is not None:
+        auth.hash_password(body.password)  # the same work as a new account
+        return Message(message=REGISTERED)
+    auth.create_user(db, email=body.email, password=body.password, name=body.name, admin=first)
+    return Message(message=REGISTERED)
 
 
-@router.post("/login", response_model=SessionPublic)
+@router.post(
+    "/login",
+    response_model=SessionPublic,
+    responses={429: {"model": ErrorResponse, "description": "Too many failed logins"}},
+)
 def login(
-    body: LoginRequest, db: SessionDep, settings: SettingsDep, response: Response
+    body: LoginRequest,
+    request: Request,
+    db: SessionDep,
+    settings: SettingsDep,
+    response: Response,
 ) -> SessionPublic:
-    user = auth.authenticate(db, body.email, body.password)
+    """Log in (a session cookie plus its CSRF token); rate limited per account and address."""
+    limits = _limits(settings)
+    address = request.client.host if request.client else None
+    throttle.check(db, body.email, address, limits)
+    try:
+        user = auth.authenticate(db, body.email, body.password)
+    except LoupeError:
+        throttle.record_failure(db, body.email, address, limits)
+        db.commit()  # the failure counts although the request fails
+        raise
+    throttle.clear_account(db, body.email)
     assert settings.secret_key
-    cookie, csrf = auth.new_session(user, settings.secret_key)
-    _set_session(response, settings, cookie, csrf)
+    cookie, csrf = auth.new_session(db, user, settings.secret_key, settings.session_max_age_s)
+    _set_session(request, response, settings, cookie, csrf)
     return SessionPublic(user=UserPublic.model_validate(user), csrf_token=csrf)
 
 
 @router.post("/logout", response_model=Message)
-def logout(response: Response) -> Message:
+def logout(request: Request, response: Response, _user: OptionalUser, db: SessionDep) -> Message:
+    """End the session on the server: its cookie stops working everywhere. Needs CSRF."""
+    data = getattr(request.state, "session", None)
+    if isinstance(data, auth.SessionData):
+        auth.end_session(db, data)
     response.delete_cookie(auth.SESSION_COOKIE, path="/")
     response.delete_cookie(auth.CSRF_COOKIE, path="/")
     return Message(message="logged out")
@@ -94,7 +143,7 @@ def create_token(body: TokenCreate, user: CurrentUser, db: SessionDep) -> TokenC
 
 
 @router.delete("/tokens/{token_id}", response_model=Message)
-def delete_token(token_id: int, user: CurrentUser, db: SessionDep) -> Message:
+def delete_token(token_id: Id, user: CurrentUser, db: SessionDep) -> Message:
     row = db.get(ApiToken, token_id)
     if row is None or row.user_id != user.id:
         raise LoupeError(ErrorCode.NOT_FOUND, f"token {token_id} not found")

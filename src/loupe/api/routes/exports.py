@@ -22,6 +22,7 @@ from loupe.api.deps import (
     ViewerProject,
     project_role,
 )
+from loupe.api.params import MAX_ID, Offset, OptionalIdQuery
 from loupe.api.schemas.exports import (
     DatasetImportPublic,
     ExportCreate,
@@ -76,18 +77,21 @@ def _attachment(filename: str) -> dict[str, str]:
 def export_csv(
     project: ViewerProject,
     settings: SettingsDep,
-    case_id: int | None = Query(None, ge=1),
+    case_id: OptionalIdQuery = None,
     since: str | None = Query(None, description="labelled at or after (ISO date or date-time)"),
     until: str | None = Query(None, description="labelled before (a date includes that day)"),
     labelled_only: bool = Query(False, description="only items with a human label"),
     bom: bool = Query(True, description="start with a UTF-8 byte-order mark (for Excel)"),
+    raw: bool = Query(
+        False, description="no ' before text cells starting with = + - @ (formula escaping off)"
+    ),
 ) -> StreamingResponse:
     """One row per item, streamed as it is read (see ``loupe.services.exports.core``)."""
     f = _filter(case_id, since, until, labelled_only)
     exports.check_export(settings, project.id, f)
     name = exports.export_basename(project.name, ".csv")
     return StreamingResponse(
-        exports.stream_csv(settings, project.id, f, bom=bom),
+        exports.stream_csv(settings, project.id, f, bom=bom, raw=raw),
         media_type="text/csv; charset=utf-8",
         headers=_attachment(name),
     )
@@ -104,10 +108,13 @@ def export_zip(
     include_images: bool = Query(False, description="add images/<class>/<file>"),
     split_seed: int = Query(0, ge=0, le=2**31 - 1),
     split: str = Query("0.8,0.1,0.1", description="train,val,test fractions"),
-    case_id: int | None = Query(None, ge=1),
+    case_id: OptionalIdQuery = None,
     since: str | None = Query(None),
     until: str | None = Query(None),
     labelled_only: bool = Query(False),
+    raw: bool = Query(
+        False, description="no ' before text cells starting with = + - @ (formula escaping off)"
+    ),
 ) -> StreamingResponse:
     """The dataset ZIP, streamed while it is built (for big image sets prefer a job)."""
     try:
@@ -123,6 +130,7 @@ def export_zip(
         split_seed=split_seed,
         split=(fractions[0], fractions[1], fractions[2]),
         filter=_filter(case_id, since, until, labelled_only),
+        raw=raw,
     )
     exports.check_export(settings, project.id, options.filter)
     name = exports.export_basename(project.name, ".zip")
@@ -164,7 +172,7 @@ def start_export(
     responses={200: {"content": {"application/zip": {}, "text/csv": {}}}},
 )
 def download_export(
-    user: CurrentUser, db: SessionDep, settings: SettingsDep, job_id: int = Path(ge=1)
+    user: CurrentUser, db: SessionDep, settings: SettingsDep, job_id: int = Path(ge=1, le=MAX_ID)
 ) -> FileResponse:
     """The file written by an export job (members of its project only)."""
     job = db.get(Job, job_id)
@@ -229,7 +237,7 @@ def generate_report(
     user: CurrentUser,
     db: SessionDep,
     settings: SettingsDep,
-    case_id: int = Path(ge=1),
+    case_id: int = Path(ge=1, le=MAX_ID),
 ) -> ReportPublic:
     """Generate the case's PDF report and add it to the caller's history."""
     project_service.get_case(db, project, case_id)
@@ -242,9 +250,9 @@ def generate_report(
 def list_reports(
     project: ViewerProject,
     db: SessionDep,
-    case_id: int | None = Query(None, ge=1),
+    case_id: OptionalIdQuery = None,
     limit: int = Query(100, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: Offset = 0,
 ) -> ReportsPublic:
     """The project's generated reports, newest first."""
     rows, count = reports.project_reports(

@@ -6,8 +6,10 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, Response
 
 from loupe.api.deps import OwnerProject, SessionDep, SettingsDep, ViewerProject
+from loupe.api.params import MAX_ID, Id, Offset, OptionalIdQuery
 from loupe.api.schemas.common import Message
 from loupe.api.schemas.items import AnnotationPublic, DraftPublic, ItemPublic, ItemsPublic
+from loupe.api.security import safe_media_type
 from loupe.services.items import files as item_files
 from loupe.services.items import query as item_query
 from loupe.services.items import signed_urls
@@ -28,6 +30,7 @@ def item_public(row: item_query.ItemRow, settings: Settings) -> ItemPublic:
             data=ann.data,
             note=ann.note,
             origin=ann.origin,
+            model_version_id=ann.model_version_id,
             version=ann.version,
             updated_by=ann.updated_by,
             updated_at=ann.updated_at,
@@ -72,15 +75,17 @@ def list_items(
     project: ViewerProject,
     db: SessionDep,
     settings: SettingsDep,
-    case_id: int | None = None,
+    case_id: OptionalIdQuery = None,
     label: str | None = Query(None, description="a class name, 'unsure' or 'skip'"),
     status: str | None = Query(None, description="labelled|unlabelled|unsure|skip|error"),
     flagged: bool | None = None,
     predicted: str | None = Query(None, description="the active model's drafted class"),
     search: str | None = Query(None, max_length=200, description="part of the file name"),
     limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
-    after_id: int | None = Query(None, ge=0, description="keyset paging: items after this id"),
+    offset: Offset = 0,
+    after_id: int | None = Query(
+        None, ge=0, le=MAX_ID, description="keyset paging: items after this id"
+    ),
     count: bool = Query(True, description="compute the total (skip it for speed)"),
 ) -> ItemsPublic:
     f = item_query.ItemFilter(
@@ -102,7 +107,7 @@ def list_items(
 
 @router.get("/{item_id}", response_model=ItemPublic)
 def get_item_detail(
-    item_id: int, project: ViewerProject, db: SessionDep, settings: SettingsDep
+    item_id: Id, project: ViewerProject, db: SessionDep, settings: SettingsDep
 ) -> ItemPublic:
     return item_public(item_query.item_row(db, project, item_id), settings)
 
@@ -113,7 +118,7 @@ def get_item_detail(
     responses={200: {"content": {"image/jpeg": {}}}},
 )
 def thumbnail(
-    item_id: int, project: ViewerProject, db: SessionDep, settings: SettingsDep
+    item_id: Id, project: ViewerProject, db: SessionDep, settings: SettingsDep
 ) -> Response:
     item = get_item(db, project, item_id)
     path = item_files.thumbnail_path(settings, item)
@@ -127,15 +132,22 @@ def thumbnail(
 
 
 @router.get("/{item_id}/file", response_class=FileResponse)
-def original_file(item_id: int, project: ViewerProject, db: SessionDep) -> FileResponse:
+def original_file(item_id: Id, project: ViewerProject, db: SessionDep) -> FileResponse:
     """The original file, by item id only (never by a client-given path)."""
     item = get_item(db, project, item_id)
     path = item_files.item_file_path(item)
-    return FileResponse(path, filename=item.filename)
+    # The type comes from the detected format, never from the (user-given) name:
+    # an upload called x.html must not be served as a page.
+    return FileResponse(
+        path,
+        filename=item.filename,
+        media_type=safe_media_type(item.format),
+        content_disposition_type="attachment",
+    )
 
 
 @router.delete("/{item_id}", response_model=Message)
-def delete_item(item_id: int, project: OwnerProject, db: SessionDep) -> Message:
+def delete_item(item_id: Id, project: OwnerProject, db: SessionDep) -> Message:
     item = get_item(db, project, item_id)
     db.delete(item)
     return Message(message=f"item {item_id} removed from the project (source file untouched)")

@@ -24,6 +24,7 @@ from loupe.api.deps import (
     ViewerProject,
     project_role,
 )
+from loupe.api.params import MAX_ID, Offset
 from loupe.api.schemas.jobs import JobPublic, JobsPublic, SelftestCreate
 from loupe.db.models import Job, JobStatus, Project, ProjectRole, User
 from loupe.errors import ErrorCode, LoupeError
@@ -33,7 +34,7 @@ from loupe.settings import Settings
 router = APIRouter(tags=["jobs"])
 
 EVENTS_POLL_S = 0.25
-JobId = Path(ge=1)
+JobId = Path(ge=1, le=MAX_ID)
 
 
 def _job_for(db: Session, user: User, job_id: int, min_role: ProjectRole) -> Job:
@@ -117,7 +118,7 @@ def list_project_jobs(
     status: JobStatus | None = Query(None),
     kind: str | None = Query(None, max_length=64),
     limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: Offset = 0,
 ) -> JobsPublic:
     rows, count = svc.list_jobs(
         db,

@@ -1,11 +1,11 @@
-"""Labels: set / clear one, batch apply, audit history."""
+"""Labels: set / clear one, batch apply, undo / redo a change, audit history."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Query
-from sqlalchemy import select
 
 from loupe.api.deps import AnnotatorProject, CurrentUser, SessionDep, SettingsDep, ViewerProject
+from loupe.api.params import MAX_ID, Id
 from loupe.api.routes.items import item_public
 from loupe.api.schemas.items import (
     BatchConflict,
@@ -15,10 +15,13 @@ from loupe.api.schemas.items import (
     LabelBatch,
     LabelBatchResult,
     LabelSet,
+    UndoRequest,
+    UndoResult,
 )
-from loupe.db.models import User
 from loupe.services.items import query as item_query
 from loupe.services.labels import core as labels
+from loupe.services.labels import history as label_history
+from loupe.services.labels import undo as label_undo
 from loupe.services.training import train
 from loupe.settings import Settings
 
@@ -33,14 +36,15 @@ def _after_human_labels(db: SessionDep, settings: Settings, project_id: int, use
 
 @router.put("/items/{item_id}/label", response_model=ItemPublic)
 def set_label(
-    item_id: int,
+    item_id: Id,
     body: LabelSet,
     project: AnnotatorProject,
     user: CurrentUser,
     db: SessionDep,
     settings: SettingsDep,
 ) -> ItemPublic:
-    labels.set_label(
+    change_id = labels.new_change_id()
+    ann = labels.set_label(
         db,
         project,
         item_id,
@@ -50,22 +54,32 @@ def set_label(
         user_id=user.id,
         expected_version=body.version,
         source="api",
+        group_id=change_id,
     )
-    _after_human_labels(db, settings, project.id, user.id)
-    return item_public(item_query.item_row(db, project, item_id), settings)
+    # The lean path: the answer is built from what the write holds (plus the
+    # draft), and the request's transaction commits once, before the response
+    # is sent. Auto-retraining is checked by the job worker, not here.
+    out = item_public(item_query.row_after_write(db, project, item_id, ann), settings)
+    out.change_id = change_id
+    return out
 
 
 @router.delete("/items/{item_id}/label", response_model=ItemPublic)
 def clear_label(
-    item_id: int,
+    item_id: Id,
     project: AnnotatorProject,
     user: CurrentUser,
     db: SessionDep,
     settings: SettingsDep,
-    version: int | None = Query(None, ge=0),
+    version: int | None = Query(None, ge=0, le=MAX_ID),
 ) -> ItemPublic:
-    labels.clear_label(db, project, item_id, user_id=user.id, expected_version=version)
-    return item_public(item_query.item_row(db, project, item_id), settings)
+    change_id = labels.new_change_id()
+    labels.clear_label(
+        db, project, item_id, user_id=user.id, expected_version=version, group_id=change_id
+    )
+    out = item_public(item_query.item_row(db, project, item_id), settings)
+    out.change_id = change_id
+    return out
 
 
 @router.post("/labels/batch", response_model=LabelBatchResult)
@@ -89,6 +103,7 @@ def batch_labels(
         user_id=user.id,
         expected_versions=body.versions,
         source="batch",
+        group_id=labels.new_change_id(),
     )
     if result.applied:
         _after_human_labels(db, settings, project.id, user.id)
@@ -97,27 +112,62 @@ def batch_labels(
         unchanged=result.unchanged,
         conflicts=[BatchConflict(**c) for c in result.conflicts],
         versions=result.versions,
+        change_id=result.change_id,
     )
 
 
+def _undo_public(result: label_undo.UndoResult) -> UndoResult:
+    return UndoResult(
+        action=result.action,
+        reverted_change_id=result.reverted,
+        what=result.what,
+        change_id=result.change_id,
+        applied=result.applied,
+        unchanged=result.unchanged,
+        conflicts=[BatchConflict(**c) for c in result.conflicts],
+        versions=result.versions,
+    )
+
+
+@router.post("/undo", response_model=UndoResult)
+def undo_change(
+    project: AnnotatorProject, user: CurrentUser, db: SessionDep, body: UndoRequest | None = None
+) -> UndoResult:
+    """Undo one of your changes (default: the latest), whatever the grid shows.
+
+    Items changed since by anyone are reported as conflicts and kept; 409 when
+    there is nothing to undo.
+    """
+    change_id = body.change_id if body is not None else None
+    return _undo_public(label_undo.undo(db, project, user_id=user.id, change_id=change_id))
+
+
+@router.post("/redo", response_model=UndoResult)
+def redo_change(
+    project: AnnotatorProject, user: CurrentUser, db: SessionDep, body: UndoRequest | None = None
+) -> UndoResult:
+    """Re-apply your latest undone change; 409 when there is nothing to redo."""
+    change_id = body.change_id if body is not None else None
+    return _undo_public(label_undo.redo(db, project, user_id=user.id, change_id=change_id))
+
+
 @router.get("/items/{item_id}/history", response_model=EventsPublic)
-def item_history(item_id: int, project: ViewerProject, db: SessionDep) -> EventsPublic:
-    events = labels.history(db, project, item_id)
-    ids = {e.user_id for e in events if e.user_id is not None}
-    emails = dict(db.execute(select(User.id, User.email).where(User.id.in_(ids))).all())
+def item_history(item_id: Id, project: ViewerProject, db: SessionDep) -> EventsPublic:
     data = [
         EventPublic(
             id=e.id,
             item_id=e.item_id,
             user_id=e.user_id,
-            user_email=emails.get(e.user_id) if e.user_id else None,
+            user_email=email,
             at=e.at,
             action=e.action,
             source=e.source,
             before=e.before,
             after=e.after,
             version=e.version,
+            change_id=e.group_id,
+            reverts=e.reverts,
         )
-        for e in events
+        for e, email in label_history.history_with_authors(db, project, item_id)
     ]
     return EventsPublic(data=data, count=len(data))

@@ -14,6 +14,7 @@ from loupe.api.deps import (
     SettingsDep,
     ViewerProject,
 )
+from loupe.api.params import Id
 from loupe.api.routes.items import item_public
 from loupe.api.schemas.items import BatchConflict, ItemPublic, LabelBatchResult
 from loupe.api.schemas.jobs import JobPublic
@@ -29,6 +30,7 @@ from loupe.api.schemas.models import (
 from loupe.db.models import Job, ModelVersion
 from loupe.errors import ErrorCode, LoupeError
 from loupe.services.items import query as item_query
+from loupe.services.labels.core import new_change_id
 from loupe.services.training import predictions, train
 
 router = APIRouter(prefix="/projects/{project_id}", tags=["models"])
@@ -60,7 +62,7 @@ def list_versions(project: ViewerProject, db: SessionDep) -> ModelVersionsPublic
 
 
 @router.get("/versions/{version_id}", response_model=ModelVersionPublic)
-def get_version(version_id: int, project: ViewerProject, db: SessionDep) -> ModelVersion:
+def get_version(version_id: Id, project: ViewerProject, db: SessionDep) -> ModelVersion:
     version = db.get(ModelVersion, version_id)
     if version is None or version.project_id != project.id:
         raise LoupeError(ErrorCode.NOT_FOUND, f"model version {version_id} not found")
@@ -68,13 +70,13 @@ def get_version(version_id: int, project: ViewerProject, db: SessionDep) -> Mode
 
 
 @router.post("/versions/{version_id}/activate", response_model=ModelVersionPublic)
-def activate(version_id: int, project: OwnerProject, db: SessionDep) -> ModelVersion:
+def activate(version_id: Id, project: OwnerProject, db: SessionDep) -> ModelVersion:
     """Make this version the active one (roll back or forward)."""
     return train.activate_version(db, project, version_id)
 
 
 @router.get("/items/{item_id}/predictions", response_model=PredictionsPublic)
-def item_predictions(item_id: int, project: ViewerProject, db: SessionDep) -> PredictionsPublic:
+def item_predictions(item_id: Id, project: ViewerProject, db: SessionDep) -> PredictionsPublic:
     rows = predictions.item_predictions(db, project, item_id)
     return PredictionsPublic(
         item_id=item_id,
@@ -85,15 +87,16 @@ def item_predictions(item_id: int, project: ViewerProject, db: SessionDep) -> Pr
 
 @router.post("/items/{item_id}/accept", response_model=ItemPublic)
 def accept_one(
-    item_id: int,
+    item_id: Id,
     body: AcceptOne,
     project: AnnotatorProject,
     user: CurrentUser,
     db: SessionDep,
     settings: SettingsDep,
 ) -> ItemPublic:
-    """Accept the draft as the human label."""
+    """Accept the draft as the item's label (origin ``model_accepted``)."""
     expected = {item_id: body.version} if body.version is not None else None
+    change_id = new_change_id()
     result = predictions.accept(
         db,
         project,
@@ -101,18 +104,27 @@ def accept_one(
         user_id=user.id,
         version_id=body.model_version_id,
         expected_versions=expected,
+        group_id=change_id,
+        include_novel=True,  # one item, accepted by a person who is looking at it
     )
     if result.conflicts:
         c = result.conflicts[0]
         code = ErrorCode.STALE_VERSION if c["code"] == "stale_version" else ErrorCode.CONFLICT
         raise LoupeError(code, c["message"], item_id=item_id)
-    return item_public(item_query.item_row(db, project, item_id), settings)
+    out = item_public(item_query.item_row(db, project, item_id), settings)
+    out.change_id = result.change_id
+    return out
 
 
 @router.post("/predictions/accept", response_model=LabelBatchResult)
 def accept_many(
-    body: AcceptRequest, project: AnnotatorProject, user: CurrentUser, db: SessionDep
+    body: AcceptRequest,
+    project: AnnotatorProject,
+    user: CurrentUser,
+    db: SessionDep,
+    settings: SettingsDep,
 ) -> LabelBatchResult:
+    """Accept many drafts in one change (one undo step)."""
     result = predictions.accept(
         db,
         project,
@@ -120,10 +132,16 @@ def accept_many(
         user_id=user.id,
         version_id=body.model_version_id,
         expected_versions=body.versions,
+        group_id=new_change_id(),
     )
+    if result.applied:
+        # accepted drafts are labels that train: they count towards auto-retraining
+        db.commit()
+        train.maybe_autotrain(settings, project.id, user_id=user.id)
     return LabelBatchResult(
         applied=result.applied,
         unchanged=result.unchanged,
         conflicts=[BatchConflict(**c) for c in result.conflicts],
         versions=result.versions,
+        change_id=result.change_id,
     )

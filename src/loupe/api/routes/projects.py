@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from sqlalchemy import select
 
 from loupe.api.deps import CurrentUser, OwnerProject, SessionDep, ViewerProject, project_role
+from loupe.api.params import Id
 from loupe.api.schemas.common import Message
 from loupe.api.schemas.projects import (
     MemberCreate,
@@ -105,13 +106,13 @@ def add_member(body: MemberCreate, project: OwnerProject, db: SessionDep) -> Mem
 
 @router.patch("/{project_id}/members/{user_id}", response_model=MemberPublic)
 def update_member(
-    user_id: int, body: MemberUpdate, project: OwnerProject, db: SessionDep
+    user_id: Id, body: MemberUpdate, project: OwnerProject, db: SessionDep
 ) -> MemberPublic:
     m = svc.set_member_role(db, project, user_id, body.role)
     return MemberPublic(user_id=m.user.id, email=m.user.email, name=m.user.name, role=m.role)
 
 
 @router.delete("/{project_id}/members/{user_id}", response_model=Message)
-def remove_member(user_id: int, project: OwnerProject, db: SessionDep) -> Message:
+def remove_member(user_id: Id, project: OwnerProject, db: SessionDep) -> Message:
     svc.remove_member(db, project, user_id)
     return Message(message="member removed")

@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse
 from sqlalchemy import select
 
 from loupe.api.deps import CurrentUser, SessionDep, SettingsDep
+from loupe.api.params import MAX_ID, Offset
 from loupe.api.routes.exports import report_public
 from loupe.api.schemas.exports import ReportsPublic
 from loupe.db.models import Project
@@ -27,7 +28,7 @@ def my_reports(
     user: CurrentUser,
     db: SessionDep,
     limit: int = Query(100, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: Offset = 0,
 ) -> ReportsPublic:
     """Reports the caller generated, newest first (the history page)."""
     rows, count = reports.user_reports(db, user, limit=limit, offset=offset)
@@ -44,7 +45,7 @@ def my_reports(
     responses={200: {"content": {"application/pdf": {}}}},
 )
 def download_report(
-    user: CurrentUser, db: SessionDep, settings: SettingsDep, report_id: int = Path(ge=1)
+    user: CurrentUser, db: SessionDep, settings: SettingsDep, report_id: int = Path(ge=1, le=MAX_ID)
 ) -> FileResponse:
     """The report's PDF (members of its project only)."""
     report = reports.readable_report(db, user, report_id)

@@ -80,6 +80,7 @@ class _StreamingForm:
         self._name = ""
         self._text: bytearray | None = None
         self._sink: ingest.UploadSink | None = None
+        self._part_bytes = 0  # bytes of the current file part received so far
         self._buffer = bytearray()
         self._ops: list[tuple[ingest.UploadSink, bytes | None]] = []  # None: finish
         self._open: list[ingest.UploadSink] = []  # sinks not finished yet
@@ -114,12 +115,17 @@ class _StreamingForm:
                 self.settings, filename, max_bytes=self.settings.max_upload_bytes
             )
             self._open.append(self._sink)
+            self._part_bytes = 0
         else:
             self._text = bytearray()
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._sink is not None:
             self._buffer += data[start:end]
+            self._part_bytes += end - start
+            if self._part_bytes > self._sink.max_bytes:
+                # Stop now, not when the buffer reaches the sink: no byte past the limit.
+                self._sink.write(bytes(self._buffer))  # raises TOO_LARGE, removes the file
             if len(self._buffer) >= _WRITE_BUFFER:
                 self._queue_buffer()
         elif self._text is not None:
@@ -174,6 +180,17 @@ class _StreamingForm:
                 upload.path.unlink(missing_ok=True)
         self._open.clear()
         self._ops.clear()
+
+
+MAX_CASE_NAME = 300  # Case.name's column
+
+
+def _check_text_fields(fields: dict[str, str]) -> None:
+    """Refuse what the database would refuse, before any item is written."""
+    if "\x00" in fields.get("case", "") + fields.get("case_pattern", ""):
+        raise LoupeError(ErrorCode.INVALID, "form fields must not contain NUL characters")
+    if len(fields.get("case", "")) > MAX_CASE_NAME:
+        raise LoupeError(ErrorCode.INVALID, f"case names have at most {MAX_CASE_NAME} characters")
 
 
 async def _receive_files(request: Request, settings: Settings) -> _StreamingForm:
@@ -244,6 +261,7 @@ async def upload_files(
     if not form.saved:
         raise LoupeError(ErrorCode.INVALID, "no files in the upload (use the form field 'files')")
     try:
+        _check_text_fields(form.fields)
         report = await run_in_threadpool(
             ingest.ingest_uploaded,
             settings,

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query
 from sqlalchemy import func, select
 
 from loupe.api.deps import AdminUser, SessionDep
+from loupe.api.params import Id, Offset
 from loupe.api.schemas.users import UserCreate, UserPublic, UsersPublic, UserUpdate
 from loupe.db.models import SiteRole, User
 from loupe.errors import ErrorCode, LoupeError
@@ -19,7 +20,7 @@ def list_users(
     _admin: AdminUser,
     db: SessionDep,
     limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: Offset = 0,
 ) -> UsersPublic:
     rows = db.scalars(select(User).order_by(User.id).limit(limit).offset(offset)).all()
     count = db.scalar(select(func.count(User.id))) or 0
@@ -34,7 +35,7 @@ def create_user(body: UserCreate, _admin: AdminUser, db: SessionDep) -> User:
 
 
 @router.patch("/{user_id}", response_model=UserPublic)
-def update_user(user_id: int, body: UserUpdate, admin: AdminUser, db: SessionDep) -> User:
+def update_user(user_id: Id, body: UserUpdate, admin: AdminUser, db: SessionDep) -> User:
     user = db.get(User, user_id)
     if user is None:
         raise LoupeError(ErrorCode.NOT_FOUND, f"user {user_id} not found")

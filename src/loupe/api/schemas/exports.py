@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from loupe.api.schemas.common import DbId
+
 
 class ExportCreate(BaseModel):
     """A large export, written to a file by a job (then ``GET /exports/{job_id}/download``)."""
@@ -20,12 +22,16 @@ class ExportCreate(BaseModel):
         default_factory=lambda: [0.8, 0.1, 0.1],
         description="train, val, test fractions (by case; items without a case by item)",
     )
-    case_id: int | None = Field(default=None, ge=1)
+    case_id: DbId | None = None
     since: str | None = Field(default=None, description="labelled at or after (ISO date/time)")
     until: str | None = Field(
         default=None, description="labelled before (ISO date/time; a date includes that day)"
     )
     labelled_only: bool = False
+    raw: bool = Field(
+        default=False,
+        description="CSV cells as stored: no ' before text starting with = + - @",
+    )
 
     @field_validator("split")
     @classmethod

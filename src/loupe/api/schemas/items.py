@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
+
+from loupe.api.schemas.common import DbId, DbVersion
 
 
 class AnnotationPublic(BaseModel):
@@ -14,7 +16,12 @@ class AnnotationPublic(BaseModel):
     scores: dict[str, float] | None = None
     data: dict[str, Any] | None = None
     note: str | None = None
-    origin: str
+    origin: str = Field(
+        description="human | model_accepted (a person accepted a model's draft) | model"
+    )
+    model_version_id: int | None = Field(
+        default=None, description="The model version whose draft was accepted"
+    )
     version: int
     updated_by: int | None
     updated_at: dt.datetime
@@ -53,6 +60,10 @@ class ItemPublic(BaseModel):
     thumbnail_url: str = Field(description="Signed, expiring URL of the JPEG thumbnail")
     annotation: AnnotationPublic | None
     draft: DraftPublic | None
+    change_id: str | None = Field(
+        default=None,
+        description="After a label write: the change it made (for undo); None otherwise",
+    )
 
 
 class ItemsPublic(BaseModel):
@@ -63,25 +74,29 @@ class ItemsPublic(BaseModel):
 
 class LabelSet(BaseModel):
     kind: str = Field(
-        description="class | scores | unsure | skip | mask | points", pattern="^[a-z]+$"
+        description="class | scores | unsure | skip | mask | points",
+        pattern="^[a-z]+$",
+        max_length=16,
     )
-    label: str | None = None
+    label: str | None = Field(default=None, max_length=200)
     scores: dict[str, Any] | None = None
     data: dict[str, Any] | None = None
     note: str | None = Field(default=None, max_length=5000)
-    version: int | None = Field(
-        default=None, ge=0, description="The version you saw; a stale one gets 409"
+    version: DbVersion | None = Field(
+        default=None, description="The version you saw; a stale one gets 409"
     )
 
 
 class LabelBatch(BaseModel):
-    item_ids: list[int] = Field(min_length=1, max_length=10000)
-    kind: str | None = Field(default=None, description="omit (or 'none') to clear the labels")
-    label: str | None = None
+    item_ids: list[DbId] = Field(min_length=1, max_length=10000)
+    kind: str | None = Field(
+        default=None, max_length=16, description="omit (or 'none') to clear the labels"
+    )
+    label: str | None = Field(default=None, max_length=200)
     scores: dict[str, Any] | None = None
     data: dict[str, Any] | None = None
-    note: str | None = None
-    versions: dict[int, int] | None = Field(
+    note: str | None = Field(default=None, max_length=5000)
+    versions: dict[DbId, DbVersion] | None = Field(
         default=None, description="item id -> version seen, for optimistic locking per item"
     )
 
@@ -93,6 +108,33 @@ class BatchConflict(BaseModel):
 
 
 class LabelBatchResult(BaseModel):
+    applied: list[int]
+    unchanged: list[int]
+    conflicts: list[BatchConflict]
+    versions: dict[int, int]
+    change_id: str | None = Field(
+        default=None, description="The change this request made (for undo); None if none"
+    )
+
+
+ChangeId = Annotated[str, Field(pattern="^[0-9a-f]{32}$", description="A change (group) id")]
+
+
+class UndoRequest(BaseModel):
+    change_id: ChangeId | None = Field(
+        default=None,
+        description="undo: the change to undo (default: your latest); "
+        "redo: the undo to redo (default: your latest)",
+    )
+
+
+class UndoResult(BaseModel):
+    """What an undo or redo did, item by item."""
+
+    action: str = Field(description="undo | redo")
+    reverted_change_id: str = Field(description="The change undone (or the undo redone)")
+    what: str = Field(description="The source of the original change: api | batch | accept")
+    change_id: str | None = Field(description="The change this undo / redo made")
     applied: list[int]
     unchanged: list[int]
     conflicts: list[BatchConflict]
@@ -110,6 +152,8 @@ class EventPublic(BaseModel):
     before: dict[str, Any] | None
     after: dict[str, Any] | None
     version: int
+    change_id: str | None = Field(default=None, description="The change (request) it was part of")
+    reverts: str | None = Field(default=None, description="undo / redo: the change it reverted")
 
 
 class EventsPublic(BaseModel):

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from loupe.api.schemas.common import ORMModel
+from loupe.api.schemas.common import DbId, ORMModel
 from loupe.db.models import JobStatus
 
 
@@ -37,5 +37,7 @@ class SelftestCreate(BaseModel):
 
     steps: int = Field(default=5, ge=1, le=10_000)
     seconds: float = Field(default=0.2, ge=0, le=60, description="per step")
-    fail_at: int | None = Field(default=None, ge=0, description="fail at this step (0-based)")
-    project_id: int | None = Field(default=None, ge=1)
+    fail_at: int | None = Field(
+        default=None, ge=0, le=10_000, description="fail at this step (0-based)"
+    )
+    project_id: DbId | None = None

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from loupe.api.schemas.common import ORMModel
+from loupe.api.schemas.common import DbId, DbVersion, ORMModel
 
 
 class TrainRequest(BaseModel):
@@ -54,11 +54,11 @@ class PredictionsPublic(BaseModel):
 
 
 class AcceptRequest(BaseModel):
-    item_ids: list[int] = Field(min_length=1, max_length=10000)
-    model_version_id: int | None = None
-    versions: dict[int, int] | None = None
+    item_ids: list[DbId] = Field(min_length=1, max_length=10000)
+    model_version_id: DbId | None = None
+    versions: dict[DbId, DbVersion] | None = None
 
 
 class AcceptOne(BaseModel):
-    model_version_id: int | None = None
-    version: int | None = Field(default=None, ge=0)
+    model_version_id: DbId | None = None
+    version: DbVersion | None = None

@@ -41,8 +41,8 @@ class UserUpdate(BaseModel):
 
 
 class LoginRequest(BaseModel):
-    email: str
-    password: str
+    email: str = Field(max_length=320)
+    password: str = Field(max_length=256)
 
 
 class SessionPublic(BaseModel):

@@ -10,10 +10,10 @@ from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from pwdlib import PasswordHash
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from loupe.db.models import ApiToken, SiteRole, User
+from loupe.db.models import ApiToken, SiteRole, User, UserSession
 from loupe.db.types import utcnow
 from loupe.errors import ErrorCode, LoupeError
 
@@ -59,6 +59,10 @@ def create_user(
     return user
 
 
+def find_user(db: Session, email: str) -> User | None:
+    return db.scalar(select(User).where(User.email == normalise_email(email)))
+
+
 def count_users(db: Session) -> int:
     return db.scalar(select(func.count(User.id))) or 0
 
@@ -102,15 +106,45 @@ def create_token(
     return row, secret
 
 
-def user_for_token(db: Session, token: str) -> User | None:
+# ``last_used_at`` is written at most this often per token: a write per request
+# would serialise every scripted client on SQLite's single writer.
+TOKEN_TOUCH_INTERVAL = dt.timedelta(minutes=5)
+
+
+def token_user(db: Session, token: str) -> tuple[User, ApiToken] | None:
+    """The active user and token row for a plain token secret; None if unknown or expired.
+
+    Reads only: call :func:`touch_token` (in a write transaction) to record the use.
+    """
     row = db.scalar(select(ApiToken).where(ApiToken.token_hash == _token_digest(token)))
     if row is None or (row.expires_at is not None and row.expires_at < utcnow()):
         return None
     user = db.get(User, row.user_id)
     if user is None or not user.is_active:
         return None
-    row.last_used_at = utcnow()
-    return user
+    return user, row
+
+
+def token_use_is_stale(row: ApiToken) -> bool:
+    """True when ``last_used_at`` is older than :data:`TOKEN_TOUCH_INTERVAL` (or unset)."""
+    return row.last_used_at is None or row.last_used_at < utcnow() - TOKEN_TOUCH_INTERVAL
+
+
+def touch_token(db: Session, token_id: int) -> None:
+    """Record a use of a token unless one was recorded within the interval."""
+    now = utcnow()
+    db.execute(
+        update(ApiToken)
+        .where(
+            ApiToken.id == token_id,
+            or_(
+                ApiToken.last_used_at.is_(None),
+                ApiToken.last_used_at < now - TOKEN_TOUCH_INTERVAL,
+            ),
+        )
+        .values(last_used_at=now)
+        .execution_options(synchronize_session=False)
+    )
 
 
 # --- Session cookies --------------------------------------------------------------
@@ -126,6 +160,8 @@ class SessionData:
     csrf: str
     # Part of the password hash: changing the password logs out other sessions.
     fingerprint: str
+    # The random id of the server-side session row (UserSession): logout deletes it.
+    session_id: str
 
 
 def _serializer(secret_key: str) -> URLSafeTimedSerializer:
@@ -136,10 +172,32 @@ def _fingerprint(user: User) -> str:
     return hashlib.sha256(user.password_hash.encode()).hexdigest()[:16]
 
 
-def new_session(user: User, secret_key: str) -> tuple[str, str]:
-    """Return (signed cookie value, csrf token) for a freshly logged-in user."""
+def _session_digest(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+def new_session(db: Session, user: User, secret_key: str, max_age_s: int) -> tuple[str, str]:
+    """Start a server-side session; return (signed cookie value, csrf token).
+
+    The cookie is only valid while its ``UserSession`` row exists: logging
+    out deletes the row, so a copy of the cookie stops working too.
+    """
+    now = utcnow()
+    session_id = secrets.token_urlsafe(32)
+    db.execute(
+        delete(UserSession).where(UserSession.user_id == user.id, UserSession.expires_at < now)
+    )
+    db.add(
+        UserSession(
+            id_hash=_session_digest(session_id),
+            user_id=user.id,
+            created_at=now,
+            expires_at=now + dt.timedelta(seconds=max_age_s),
+        )
+    )
+    db.flush()
     csrf = secrets.token_urlsafe(24)
-    payload: dict[str, Any] = {"u": user.id, "c": csrf, "f": _fingerprint(user)}
+    payload: dict[str, Any] = {"u": user.id, "c": csrf, "f": _fingerprint(user), "s": session_id}
     return _serializer(secret_key).dumps(payload), csrf
 
 
@@ -148,13 +206,27 @@ def read_session(value: str, secret_key: str, max_age_s: int) -> SessionData | N
         payload = _serializer(secret_key).loads(value, max_age=max_age_s)
     except (BadSignature, SignatureExpired):
         return None
-    if not isinstance(payload, dict) or not {"u", "c", "f"} <= payload.keys():
+    if not isinstance(payload, dict) or not {"u", "c", "f", "s"} <= payload.keys():
         return None
-    return SessionData(user_id=int(payload["u"]), csrf=str(payload["c"]), fingerprint=payload["f"])
+    return SessionData(
+        user_id=int(payload["u"]),
+        csrf=str(payload["c"]),
+        fingerprint=str(payload["f"]),
+        session_id=str(payload["s"]),
+    )
 
 
 def session_user(db: Session, data: SessionData) -> User | None:
+    """The session's user, or None if it was logged out, expired or the password changed."""
+    row = db.get(UserSession, _session_digest(data.session_id))
+    if row is None or row.user_id != data.user_id or row.expires_at < utcnow():
+        return None
     user = db.get(User, data.user_id)
     if user is None or not user.is_active or _fingerprint(user) != data.fingerprint:
         return None
     return user
+
+
+def end_session(db: Session, data: SessionData) -> None:
+    """Log out: delete the server-side session (every copy of its cookie stops working)."""
+    db.execute(delete(UserSession).where(UserSession.id_hash == _session_digest(data.session_id)))

@@ -110,8 +110,11 @@ def _write_entries(
                 tally.rows += 1
                 key = _label_key(row, kind_of(project.task))
                 if key is not None:
-                    tally.labelled += 1
                     tally.by_label[key] = tally.by_label.get(key, 0) + 1
+                    if row.kind != export_rows.SKIP_KIND:  # a skip is not a label
+                        tally.labelled += 1
+                        origin = str(row.origin or "human")
+                        tally.by_origin[origin] = tally.by_origin.get(origin, 0) + 1
                 split = assign_split(
                     split_unit(row.case_name, row.sha256), options.split_seed, options.split
                 )

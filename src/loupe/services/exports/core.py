@@ -10,7 +10,9 @@ Columns (``export_columns``): ``item_id, filename, sha256, case``, one
 (``label`` for class projects, ``score_<metric>`` for score projects,
 ``label_data`` as JSON for masks and points), ``label_kind`` (class | scores |
 unsure | skip | mask | points, empty when unlabelled), ``note``,
-``labelled_by`` (e-mail), ``labelled_at``, ``label_origin``, ``label_version``,
+``labelled_by`` (e-mail), ``labelled_at``, ``label_origin`` (human, or
+model_accepted: a person accepted a model's draft), ``accepted_model_version``
+(that model's version number), ``label_version``,
 the active model's draft (``model_version``, ``draft_label`` or
 ``draft_<metric>``, ``draft_confidence``, ``draft_uncertainty``), ``flagged``,
 ``flag_reason``, then ``format``, ``status`` and ``imported_at``. Dates are ISO

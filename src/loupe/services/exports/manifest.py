@@ -31,6 +31,7 @@ class Tally:
     rows: int = 0
     labelled: int = 0
     by_label: dict[str, int] = field(default_factory=dict)
+    by_origin: dict[str, int] = field(default_factory=dict)  # human | model_accepted
     by_split: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
     images: int = 0
     missing: list[str] = field(default_factory=list)
@@ -114,6 +115,7 @@ def build_manifest(
             "items": tally.rows,
             "labelled": tally.labelled,
             "by_label": dict(sorted(tally.by_label.items())),
+            "by_origin": dict(sorted(tally.by_origin.items())),
             "by_split": tally.by_split,
             "images": tally.images,
             "missing_images": tally.missing_count,

@@ -14,7 +14,7 @@ import datetime as dt
 import json
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Row, and_, func, select, text
@@ -28,7 +28,8 @@ from loupe.tasks.base import ExportColumns, TaskKind
 
 PAGE = 5000  # rows per keyset page: big enough to amortise the query, small in memory
 NONE_KIND = "none"
-N_FIXED = 20  # leading columns of every export row (see _base_query)
+SKIP_KIND = "skip"  # a person passed on the item: not a label
+N_FIXED = 21  # leading columns of every export row (see _base_query)
 EXTRA_FIELDS = ("scores", "data", "pred_output")  # a kind's extra row fields, in this order
 
 
@@ -38,8 +39,8 @@ class ExportFilter:
 
     ``since`` / ``until`` bound the time of the human label (``labelled_at``,
     ``until`` exclusive), so a date range keeps only labelled items;
-    ``labelled_only`` keeps items with any human decision (a class, scores,
-    unsure or skip), as the item list's 'labelled' filter does.
+    ``labelled_only`` keeps items with a person's label (a class, scores, ...
+    or unsure; not skip), as the item list's 'labelled' filter does.
     """
 
     case_id: int | None = None
@@ -104,6 +105,8 @@ class ExportLayout:
     meta_fields: tuple[str, ...]
     emails: dict[int, str]
     version_number: int | None
+    # model version id -> number, for the version whose draft a person accepted
+    version_numbers: dict[int, int] = field(default_factory=dict)
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -115,6 +118,7 @@ class ExportLayout:
         cols += [f"meta_{k}" for k in self.meta_fields]
         cols += self.kind_columns.label
         cols += ["label_kind", "note", "labelled_by", "labelled_at", "label_origin"]
+        cols += ["accepted_model_version"]
         cols += ["label_version", "model_version"]
         cols += self.kind_columns.draft
         cols += ["draft_confidence", "draft_uncertainty", "flagged", "flag_reason"]
@@ -130,7 +134,7 @@ class ExportLayout:
         """One CSV row from a row of :func:`iter_rows` (read by position: it is hot)."""
         (item_id, filename, sha, fmt, status, created, case_name, kind, label, note, origin,
          version, updated_by, updated_at, pred_id, pred_label, confidence, uncertainty,
-         flagged, flag_reason) = r[:N_FIXED]  # fmt: skip
+         flagged, flag_reason, accepted_version_id) = r[:N_FIXED]  # fmt: skip
         n_meta = len(self.meta_fields)
         out: list[Any] = [item_id, filename, sha, case_name or ""]
         if n_meta:
@@ -142,10 +146,15 @@ class ExportLayout:
         cols = self.kind_columns
         out += self.kind.label_cells(cols, kind, label, extra)
         if kind is None:
-            out += ["", "", "", "", "", ""]
+            out += ["", "", "", "", "", "", ""]
         else:
             by = self.emails.get(updated_by, "") if updated_by is not None else ""
-            out += [kind, note or "", by, iso(updated_at), origin or "", version]
+            accepted = (
+                self.version_numbers.get(accepted_version_id, "")
+                if accepted_version_id is not None
+                else ""
+            )
+            out += [kind, note or "", by, iso(updated_at), origin or "", accepted, version]
         if pred_id is None:
             out.append("")
             out += [""] * len(cols.draft)
@@ -219,6 +228,7 @@ def _base_query(
         Prediction.uncertainty,
         Prediction.flagged,
         Prediction.flag_reason,
+        Annotation.model_version_id.label("accepted_version_id"),
     ]
     cols += [Item.meta[k].as_string().label(f"meta_{n}") for n, k in enumerate(layout.meta_fields)]
     extra = {
@@ -253,6 +263,8 @@ def _apply_filter(stmt: Any, f: ExportFilter) -> Any:
         stmt = stmt.where(Item.case_id == f.case_id)
     if f.labelled_only or f.since is not None or f.until is not None:
         stmt = stmt.where(Annotation.kind.is_not(None), Annotation.kind != NONE_KIND)
+    if f.labelled_only:
+        stmt = stmt.where(Annotation.kind != SKIP_KIND)
     if f.since is not None:
         stmt = stmt.where(Annotation.updated_at >= f.since)
     if f.until is not None:
@@ -353,6 +365,13 @@ def layout_for(db: Session, project: Project, f: ExportFilter) -> ExportLayout:
         meta_fields=tuple(meta_fields(db, project)),
         emails=emails,
         version_number=version.number if version else None,
+        version_numbers=dict(
+            db.execute(
+                select(ModelVersion.id, ModelVersion.number).where(
+                    ModelVersion.project_id == project.id
+                )
+            ).all()
+        ),
     )
 
 

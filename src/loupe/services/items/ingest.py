@@ -46,7 +46,8 @@ from sqlalchemy import select
 from loupe.db.models import Item, Project
 from loupe.db.session import session_scope
 from loupe.errors import ErrorCode, LoupeError
-from loupe.jobs.core import JobContext, register_job_kind
+from loupe.jobs.context import JobContext
+from loupe.jobs.registry import register_job_kind
 from loupe.media import MediaError, iter_media_files
 from loupe.services.items.ingest_files import (
     NOT_MEDIA,
@@ -64,8 +65,8 @@ from loupe.services.items.ingest_rows import (
     CaseRule,
     IngestReport,
     ItemWriter,
-    compile_case_pattern,
 )
+from loupe.services.projects.case_pattern import compile_case_pattern
 from loupe.settings import Settings
 
 __all__ = [

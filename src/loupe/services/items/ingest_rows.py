@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,8 +11,8 @@ from sqlalchemy.orm import Session
 
 from loupe.db.models import Case, Item
 from loupe.db.session import session_scope
-from loupe.errors import ErrorCode, LoupeError
 from loupe.services.items.ingest_files import Probed, Source
+from loupe.services.projects.case_pattern import CasePattern
 from loupe.settings import Settings
 
 BATCH = 200  # items per transaction
@@ -46,7 +45,7 @@ class CaseRule:
     """How a file finds its case: explicit name, else pattern, else folder."""
 
     name: str | None = None
-    pattern: re.Pattern[str] | None = None
+    pattern: CasePattern | None = None  # RE2: linear time on any file name
 
     def resolve(self, source: Source) -> tuple[str | None, dict[str, Any]]:
         """``(case name or None, fields for item.meta)`` for one file."""
@@ -60,21 +59,6 @@ class CaseRule:
             case = (fields.pop("case", None) or "").strip()
             return case or None, fields
         return source.folder_case, {}
-
-
-def compile_case_pattern(pattern: str) -> re.Pattern[str]:
-    """Compile a file-name pattern; ``LoupeError(INVALID)`` unless it has a group ``case``."""
-    try:
-        compiled = re.compile(pattern)
-    except re.error as exc:
-        raise LoupeError(
-            ErrorCode.INVALID, f"case_pattern {pattern!r} is not a valid regular expression: {exc}"
-        ) from exc
-    if "case" not in compiled.groupindex:
-        raise LoupeError(
-            ErrorCode.INVALID, f"case_pattern {pattern!r} needs a named group (?P<case>...)"
-        )
-    return compiled
 
 
 def _insert(db: Session, model: type[Any]) -> Any:

@@ -12,6 +12,8 @@ from loupe.db.models import Annotation, Item, ModelVersion, Prediction, Project
 from loupe.errors import ErrorCode, LoupeError
 
 LABEL_STATUSES = ("labelled", "unlabelled", "unsure", "skip", "error")
+# Kinds that are not a label: cleared, or skipped (a person passed on the item).
+NOT_LABELLED = ("none", "skip")
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ def _where(stmt: SelectT, f: ItemFilter) -> SelectT:
                 ErrorCode.INVALID, f"status {f.status!r} is not one of {list(LABEL_STATUSES)}"
             )
         if f.status == "labelled":
-            stmt = stmt.where(Annotation.kind.is_not(None), Annotation.kind != "none")
+            stmt = stmt.where(Annotation.kind.is_not(None), Annotation.kind.not_in(NOT_LABELLED))
         elif f.status == "unlabelled":
             stmt = stmt.where(or_(Annotation.id.is_(None), Annotation.kind == "none"))
         elif f.status == "error":
@@ -133,6 +135,28 @@ def item_row(db: Session, project: Project, item_id: int) -> ItemRow:
     if row is None:
         raise LoupeError(ErrorCode.NOT_FOUND, f"item {item_id} not found in project {project.id}")
     return ItemRow(item=row[0], annotation=row[1], prediction=row[2])
+
+
+def row_after_write(db: Session, project: Project, item_id: int, ann: Annotation | None) -> ItemRow:
+    """An item's row right after its label was written in this transaction.
+
+    The item and the annotation are already in the session (no query); only
+    the active model's draft is read, in one statement. The label path uses it
+    to answer without reading back what it just wrote.
+    """
+    item = db.get(Item, item_id)  # the identity map holds it: loaded by the write
+    if item is None or item.project_id != project.id:
+        raise LoupeError(ErrorCode.NOT_FOUND, f"item {item_id} not found in project {project.id}")
+    draft = db.scalar(
+        select(Prediction)
+        .join(
+            ModelVersion,
+            and_(ModelVersion.id == Prediction.model_version_id, ModelVersion.active.is_(True)),
+        )
+        .where(Prediction.item_id == item_id)
+        .limit(1)
+    )
+    return ItemRow(item=item, annotation=ann, prediction=draft)
 
 
 def label_counts(db: Session, project: Project, case_id: int | None = None) -> dict[str, Any]:

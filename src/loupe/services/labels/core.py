@@ -1,11 +1,14 @@
 """Set, clear and batch-apply labels with optimistic locking and an audit trail.
 
 Every change writes an AnnotationEvent in the same transaction as the
-Annotation. A model-origin write never replaces a human label.
+Annotation. A model-origin write never replaces a person's label (``human``, or
+``model_accepted``: a model's draft a person accepted). The events of one
+request share a ``group_id`` (the change id undo and redo work on).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from loupe.db.models import Annotation, AnnotationEvent, Item, Project
+from loupe.db.models import Annotation, AnnotationEvent, Item, ModelVersion, Project
 from loupe.db.types import utcnow
 from loupe.errors import ErrorCode, LoupeError
 from loupe.services.projects.schema import validate_label
@@ -22,6 +25,8 @@ from loupe.tasks.base import LabelValue
 
 HUMAN = "human"
 MODEL = "model"
+MODEL_ACCEPTED = "model_accepted"  # a person accepted a model's draft
+PERSON_ORIGINS = (HUMAN, MODEL_ACCEPTED)  # a person's decision: protected, trains models
 NONE_KIND = "none"  # a cleared label keeps its row so versions keep counting up
 
 
@@ -38,7 +43,14 @@ def snapshot(ann: Annotation | None) -> dict[str, Any] | None:
         out["data"] = ann.data
     if ann.note:
         out["note"] = ann.note
+    if ann.model_version_id is not None:
+        out["model_version_id"] = ann.model_version_id
     return out
+
+
+def new_change_id() -> str:
+    """A fresh change (group) id for the events of one request."""
+    return uuid.uuid4().hex
 
 
 def _current(db: Session, item_id: int) -> Annotation | None:
@@ -78,10 +90,20 @@ def _write(
     expected_version: int | None,
     source: str,
     origin: str,
+    group_id: str | None = None,
+    model_version_id: int | None = None,
+    restoring: bool = False,
+    reverts: str | None = None,
 ) -> Annotation | None:
     ann = _current(db, item_id)
     _check_version(ann, expected_version, item_id)
-    if origin == MODEL and ann is not None and ann.origin == HUMAN and ann.kind != NONE_KIND:
+    if (
+        origin == MODEL
+        and not restoring
+        and ann is not None
+        and ann.origin in PERSON_ORIGINS
+        and ann.kind != NONE_KIND
+    ):
         raise LoupeError(
             ErrorCode.HUMAN_LABEL_PROTECTED,
             f"item {item_id} has a human label; a model cannot replace it",
@@ -92,6 +114,7 @@ def _write(
         if ann is None or ann.kind == NONE_KIND:
             return ann
         ann.kind, ann.label, ann.scores, ann.data, ann.note = NONE_KIND, None, None, None, None
+        ann.model_version_id = None
     else:
         label, scores = validate_label(
             project.task,
@@ -106,6 +129,7 @@ def _write(
             db.add(ann)
         ann.kind, ann.label, ann.scores, ann.data = value.kind, label, scores, value.data
         ann.note = value.note
+        ann.model_version_id = model_version_id if origin == MODEL_ACCEPTED else None
     ann.origin = origin
     after = snapshot(ann)
     if after == before and ann.version > 0:
@@ -123,6 +147,8 @@ def _write(
             before=before,
             after=after,
             version=ann.version,
+            group_id=group_id,
+            reverts=reverts,
         )
     )
     try:
@@ -148,6 +174,8 @@ def set_label(
     expected_version: int | None = None,
     source: str = "api",
     origin: str = HUMAN,
+    group_id: str | None = None,
+    model_version_id: int | None = None,
 ) -> Annotation:
     get_item(db, project, item_id)
     ann = _write(
@@ -159,6 +187,8 @@ def set_label(
         expected_version=expected_version,
         source=source,
         origin=origin,
+        group_id=group_id,
+        model_version_id=model_version_id,
     )
     assert ann is not None
     return ann
@@ -172,6 +202,7 @@ def clear_label(
     user_id: int | None,
     expected_version: int | None = None,
     source: str = "api",
+    group_id: str | None = None,
 ) -> Annotation | None:
     get_item(db, project, item_id)
     return _write(
@@ -183,7 +214,57 @@ def clear_label(
         expected_version=expected_version,
         source=source,
         origin=HUMAN,
+        group_id=group_id,
     )
+
+
+def write_snapshot(
+    db: Session,
+    project: Project,
+    item_id: int,
+    snap: dict[str, Any] | None,
+    *,
+    user_id: int | None,
+    expected_version: int,
+    source: str,
+    group_id: str,
+    reverts: str,
+) -> Annotation | None:
+    """Put an audit snapshot (an event's ``before`` or ``after``) back as the label.
+
+    Used by undo and redo: the origin and accepted model version come back too.
+    STALE_VERSION when the item is no longer at ``expected_version``.
+    """
+    value = None
+    if snap is not None:
+        value = LabelValue(
+            kind=snap["kind"],
+            label=snap.get("label"),
+            scores=snap.get("scores"),
+            data=snap.get("data"),
+            note=snap.get("note"),
+        )
+    return _write(
+        db,
+        project,
+        item_id,
+        value,
+        user_id=user_id,
+        expected_version=expected_version,
+        source=source,
+        origin=str(snap.get("origin") or HUMAN) if snap is not None else HUMAN,
+        group_id=group_id,
+        model_version_id=_existing_version(db, snap.get("model_version_id") if snap else None),
+        restoring=True,
+        reverts=reverts,
+    )
+
+
+def _existing_version(db: Session, version_id: Any) -> int | None:
+    """``version_id`` if that model version still exists (it may have been deleted)."""
+    if version_id is None:
+        return None
+    return int(version_id) if db.get(ModelVersion, int(version_id)) is not None else None
 
 
 @dataclass
@@ -192,6 +273,7 @@ class BatchResult:
     unchanged: list[int] = field(default_factory=list)
     conflicts: list[dict[str, Any]] = field(default_factory=list)
     versions: dict[int, int] = field(default_factory=dict)
+    change_id: str | None = None  # the events' group when something changed
 
 
 def batch_apply(
@@ -204,6 +286,7 @@ def batch_apply(
     expected_versions: dict[int, int] | None = None,
     source: str = "batch",
     origin: str = HUMAN,
+    group_id: str | None = None,
 ) -> BatchResult:
     """Apply one label (or clear, with ``value=None``) to many items at once.
 
@@ -243,6 +326,7 @@ def batch_apply(
                     expected_version=expected_versions.get(item_id),
                     source=source,
                     origin=origin,
+                    group_id=group_id,
                 )
         except LoupeError as exc:
             if exc.code not in (ErrorCode.STALE_VERSION, ErrorCode.HUMAN_LABEL_PROTECTED):
@@ -254,6 +338,8 @@ def batch_apply(
         version = ann.version if ann is not None else 0
         result.versions[item_id] = version
         (result.applied if version != before_version else result.unchanged).append(item_id)
+    if result.applied:
+        result.change_id = group_id
     return result
 
 

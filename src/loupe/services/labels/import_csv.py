@@ -181,7 +181,7 @@ def plan_import(
             out.status, out.message = "unchanged", f"already {describe(view)}"
             continue
         verb = "would" if dry_run else "did"
-        if view is not None and view.get("origin") == label_service.HUMAN:
+        if view is not None and view.get("origin") in label_service.PERSON_ORIGINS:
             if not overwrite:
                 out.status = "conflict"
                 out.message = (

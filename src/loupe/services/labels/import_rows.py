@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from loupe.db.models import Annotation, Item, Project
 from loupe.errors import ErrorCode, LoupeError
 from loupe.services.labels import core as label_service
+from loupe.services.labels.safe_zip import MAX_LABELS_BYTES, check_archive, read_member
 from loupe.tasks import kind_of
 from loupe.tasks.base import DECISION_KINDS
 from loupe.tasks.base import ImportColumns as KindColumns
@@ -72,7 +73,8 @@ def read_table(source: bytes | str | Path | IO[bytes]) -> tuple[list[str], list[
 def _labels_from_zip(data: bytes) -> bytes:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            return zf.read("labels.csv")
+            check_archive(zf, len(data), max_total=MAX_LABELS_BYTES)  # zip bombs
+            return read_member(zf, "labels.csv", max_bytes=MAX_LABELS_BYTES)
     except KeyError:
         raise LoupeError(ErrorCode.INVALID, "the ZIP has no labels.csv") from None
     except zipfile.BadZipFile as exc:

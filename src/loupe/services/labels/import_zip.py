@@ -28,16 +28,17 @@ from loupe.errors import ErrorCode, LoupeError
 from loupe.services.exports.archive import FORMAT
 from loupe.services.exports.cells import unescape_cell
 from loupe.services.labels.import_csv import import_labels
+from loupe.services.labels.safe_zip import check_archive, copy_member, read_member
 from loupe.services.projects import core as projects
 from loupe.settings import Settings
 from loupe.tasks import kind_of
 
-_COPY_CHUNK = 1 << 20
+MAX_JSON_BYTES = 16 << 20  # manifest.json, classes.json, metrics.json
 
 
 def _read_json(zf: zipfile.ZipFile, name: str) -> Any:
     try:
-        return json.loads(zf.read(name).decode("utf-8"))
+        return json.loads(read_member(zf, name, max_bytes=MAX_JSON_BYTES).decode("utf-8"))
     except KeyError:
         return None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -84,10 +85,17 @@ def _extract_images(
         else:
             target = folder / str(k) / _safe(PurePosixPath(arc).name, f"file-{k}")
         target.parent.mkdir(parents=True, exist_ok=True)
-        with zf.open(member) as src, target.open("wb") as dst:
-            shutil.copyfileobj(src, dst, _COPY_CHUNK)
+        with target.open("wb") as dst:
+            copy_member(zf, member, dst, max_bytes=max_bytes)
         out.append(target)
     return out
+
+
+def _drop_project(settings: Settings, project_id: int) -> None:
+    with session_scope(settings.db_url) as db:
+        found = db.get(Project, project_id)
+        if found is not None:
+            db.delete(found)
 
 
 def _safe(name: str, fallback: str) -> str:
@@ -142,13 +150,15 @@ def import_dataset_zip(
     try:
         zf = zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile) as exc:
-        raise LoupeError(ErrorCode.INVALID, f"{path} is not a readable ZIP: {exc}") from exc
+        raise LoupeError(ErrorCode.INVALID, f"the file is not a readable ZIP: {exc}") from exc
     with zf:
+        # Sizes first, from the directory alone: a zip bomb is refused unread.
+        check_archive(zf, path.stat().st_size, max_total=settings.max_unzipped_bytes)
         manifest = _read_json(zf, "manifest.json") or {}
         if manifest.get("format") != FORMAT:
-            raise LoupeError(ErrorCode.INVALID, f"{path} is not a Loupe dataset export")
+            raise LoupeError(ErrorCode.INVALID, "the ZIP is not a Loupe dataset export")
         try:
-            labels_csv = zf.read("labels.csv")
+            labels_csv = read_member(zf, "labels.csv", max_bytes=settings.max_unzipped_bytes)
         except KeyError:
             raise LoupeError(ErrorCode.INVALID, "the ZIP has no labels.csv") from None
         text = labels_csv.decode("utf-8-sig")
@@ -192,17 +202,26 @@ def import_dataset_zip(
         settings.media_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=settings.media_dir, prefix=".zip-import-"))
         try:
-            files = _extract_images(zf, images, tmp, settings.max_upload_bytes)
+            files = _extract_images(zf, images, tmp, settings.max_unzipped_bytes)
             ingest = ingest_paths(settings, project_id, files, user_id=owner_id, copy=True)
+        except BaseException:
+            if created:  # a failed import leaves no half-made project behind
+                _drop_project(settings, project_id)
+            raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    cases = _restore_cases(settings, project_id, rows, replace=created)
-    if created and pattern:
-        with session_scope(settings.db_url) as db:
-            found = db.get(Project, project_id)
-            if found is not None:
-                projects.update_project(db, found, settings={"case_pattern": pattern})
-    report = import_labels(settings, project_id, labels_csv, user_id=owner_id)
+    try:
+        cases = _restore_cases(settings, project_id, rows, replace=created)
+        if created and pattern:
+            with session_scope(settings.db_url) as db:
+                found = db.get(Project, project_id)
+                if found is not None:
+                    projects.update_project(db, found, settings={"case_pattern": pattern})
+        report = import_labels(settings, project_id, labels_csv, user_id=owner_id)
+    except BaseException:
+        if created:
+            _drop_project(settings, project_id)
+        raise
     return {
         "project_id": project_id,
         "name": project_name,

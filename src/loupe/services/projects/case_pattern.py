@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-import re2  # type: ignore[import-untyped]
+import re2
 
 from loupe.errors import ErrorCode, LoupeError
 
@@ -55,4 +55,4 @@ def compile_case_pattern(pattern: str) -> CasePattern:
         raise LoupeError(
             ErrorCode.INVALID, f"case_pattern {pattern!r} needs a named group (?P<case>...)"
         )
-    return compiled  # type: ignore[no-any-return]
+    return compiled  # type: ignore[no-any-return,unused-ignore]

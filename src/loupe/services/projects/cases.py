@@ -17,7 +17,7 @@ CaseCounts = dict[int, tuple[int, int]]
 
 
 def case_counts(db: Session, project_id: int) -> CaseCounts:
-    """Items and labelled items (a human label other than 'none') per case of a project."""
+    """Items and labelled items (a label other than 'none' or 'skip') per case of a project."""
     items = dict(
         db.execute(
             select(Item.case_id, func.count(Item.id))
@@ -29,7 +29,7 @@ def case_counts(db: Session, project_id: int) -> CaseCounts:
         db.execute(
             select(Item.case_id, func.count(Annotation.id))
             .join(Annotation, Annotation.item_id == Item.id)
-            .where(Item.project_id == project_id, Annotation.kind != "none")
+            .where(Item.project_id == project_id, Annotation.kind.not_in(("none", "skip")))
             .group_by(Item.case_id)
         ).all()
     )

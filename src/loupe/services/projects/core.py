@@ -50,9 +50,51 @@ def validate_settings(settings: dict[str, Any]) -> dict[str, Any]:
         raise LoupeError(ErrorCode.INVALID, "confidence_threshold must be within [0, 1]")
     if int(out["retrain_every"]) < 0:
         raise LoupeError(ErrorCode.INVALID, "retrain_every must be >= 0 (0 turns it off)")
+    _check_review_budget(out.get("review_budget"))
+    _check_ensemble(out["ensemble"])
+    _check_head("class_head", out.get("class_head"))
     if out["case_pattern"]:
         compile_case_pattern(out["case_pattern"])  # RE2: no catastrophic backtracking
     return out
+
+
+def _check_ensemble(members: list[Any]) -> None:
+    """INVALID for an empty member list or a backbone that is not registered."""
+    from loupe.features import BACKBONES  # the package registers the built-in ones
+
+    known = sorted(BACKBONES)
+    if not members:
+        raise LoupeError(
+            ErrorCode.INVALID, f"the ensemble needs at least one backbone; known: {known}"
+        )
+    unknown = [m for m in members if not isinstance(m, str) or m not in BACKBONES]
+    if unknown:
+        raise LoupeError(
+            ErrorCode.INVALID,
+            f"unknown backbone(s) {unknown} in the ensemble; known: {known}",
+        )
+
+
+def _check_review_budget(value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise LoupeError(
+            ErrorCode.INVALID,
+            f"review_budget {value!r}: give the most items to flag as a fraction in (0, 1], "
+            "e.g. 0.2 for 'flag at most 20%'",
+        )
+
+
+def _check_head(key: str, value: Any) -> None:
+    if value is None:
+        return
+    from loupe.learn import CLASS_HEADS
+
+    if value not in CLASS_HEADS:
+        raise LoupeError(
+            ErrorCode.INVALID, f"unknown {key} {value!r}; use one of {sorted(CLASS_HEADS)}"
+        )
 
 
 def create_project(
@@ -174,7 +216,7 @@ def project_counts(db: Session, project_ids: list[int]) -> dict[int, dict[str, i
         counts[pid]["items"] = n
     for pid, n in db.execute(
         select(Annotation.project_id, func.count(Annotation.id))
-        .where(Annotation.project_id.in_(project_ids), Annotation.kind != "none")
+        .where(Annotation.project_id.in_(project_ids), Annotation.kind.not_in(("none", "skip")))
         .group_by(Annotation.project_id)
     ):
         counts[pid]["labelled"] = n

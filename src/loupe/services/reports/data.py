@@ -100,7 +100,8 @@ def _resolution(
         return "unsure / skip", f"marked {ann.kind}"
     draft = _draft(pred)
     if kind.agrees(value, draft):
-        if last_source == "accept":
+        # model_accepted: the provenance the label keeps; 'accept': labels from before it
+        if ann.origin == "model_accepted" or last_source == "accept":
             return "accepted draft", "accepted draft"
         return "confirmed draft", "confirmed draft"
     return "corrected", f"corrected: {kind.draft_text(draft)} → {kind.label_text(value)}"
@@ -197,7 +198,7 @@ def collect_case_data(
         if version is not None
         else None,
         items_total=len(items),
-        labelled=len(labelled),
+        labelled=sum(1 for a in labelled.values() if a.kind != "skip"),
     )
     _fill_counts_and_thumbs(settings, project, items, labelled, data)
     resolutions: dict[str, int] = {}

@@ -1,4 +1,4 @@
-"""Reading model drafts and accepting them as human labels."""
+"""Reading model drafts and accepting them as a person's labels (``model_accepted``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from loupe.db.models import ModelVersion, Prediction, Project
+from loupe.db.models import Annotation, ModelVersion, Prediction, Project
 from loupe.errors import ErrorCode, LoupeError
 from loupe.services.items.query import active_version_id
 from loupe.services.labels import core as labels
@@ -41,11 +41,19 @@ def accept(
     user_id: int,
     version_id: int | None = None,
     expected_versions: dict[int, int] | None = None,
+    group_id: str | None = None,
+    include_novel: bool = False,
 ) -> labels.BatchResult:
-    """Make the drafts of ``version_id`` (default: the active one) the human labels.
+    """Make the drafts of ``version_id`` (default: the active one) the items' labels.
 
-    The expert confirms the draft, so the label's origin is human and its
-    audit source is 'accept'. Items without a draft are reported as conflicts.
+    A person confirms the draft, so the label is theirs (protected from model
+    writes, trains the next model) but keeps its provenance: origin
+    ``model_accepted`` with the model version, audit source 'accept'. Items
+    without a draft are reported as conflicts. The events share ``group_id``.
+
+    A draft of an item unlike every labelled image (``output.novel``) is never
+    accepted in bulk: it is reported as a ``novel`` conflict; a person accepts
+    it one at a time after looking at it (``include_novel=True``).
     """
     vid = version_id or active_version_id(db, project.id)
     if vid is None:
@@ -71,8 +79,18 @@ def accept(
                 {"item_id": item_id, "code": "no_draft", "message": "no draft for this item"}
             )
             continue
+        if not include_novel and (pred.output or {}).get("novel"):
+            result.conflicts.append(
+                {
+                    "item_id": item_id,
+                    "code": "novel",
+                    "message": "unlike the labelled images: review it and accept it on its own",
+                }
+            )
+            continue
         try:
             with db.begin_nested():
+                before_version = ann_version(db, item_id)
                 ann = labels.set_label(
                     db,
                     project,
@@ -81,6 +99,9 @@ def accept(
                     user_id=user_id,
                     expected_version=expected_versions.get(item_id),
                     source="accept",
+                    origin=labels.MODEL_ACCEPTED,
+                    group_id=group_id,
+                    model_version_id=vid,
                 )
         except LoupeError as exc:
             if exc.code not in (ErrorCode.STALE_VERSION, ErrorCode.CONFLICT):
@@ -89,9 +110,15 @@ def accept(
                 {"item_id": item_id, "code": exc.code.value, "message": exc.message}
             )
             continue
-        result.applied.append(item_id)
+        (result.applied if ann.version != before_version else result.unchanged).append(item_id)
         result.versions[item_id] = ann.version
+    if result.applied:
+        result.change_id = group_id
     return result
+
+
+def ann_version(db: Session, item_id: int) -> int:
+    return db.scalar(select(Annotation.version).where(Annotation.item_id == item_id)) or 0
 
 
 def prediction_dict(pred: Prediction) -> dict[str, Any]:

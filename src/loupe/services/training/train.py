@@ -18,13 +18,14 @@ import numpy as np
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from loupe.db.models import AnnotationEvent, Job, ModelVersion, Project
+from loupe.db.models import Annotation, AnnotationEvent, Job, ModelVersion, Project
 from loupe.db.session import session_scope
 from loupe.db.types import utcnow
 from loupe.errors import ErrorCode, LoupeError
 from loupe.jobs.context import JobContext
 from loupe.jobs.core import submit
 from loupe.jobs.registry import register_job_kind
+from loupe.services.labels.core import PERSON_ORIGINS
 from loupe.settings import Settings
 from loupe.tasks import kind_of
 from loupe.tasks.base import TrainingData
@@ -218,15 +219,26 @@ def activate_version(db: Session, project: Project, version_id: int) -> ModelVer
 
 
 def labels_since_last_version(db: Session, project_id: int) -> int:
-    """Human label changes since the newest version started training."""
+    """Distinct items a person labelled since the newest version started training.
+
+    Counts items, not events: relabelling one item ten times is one. An item
+    counts only while it has a label (not cleared, not skipped).
+    """
     since = db.scalar(
         select(func.max(ModelVersion.created_at)).where(
             ModelVersion.project_id == project_id, ModelVersion.status != "failed"
         )
     )
-    stmt = select(func.count(AnnotationEvent.id)).where(
-        AnnotationEvent.project_id == project_id,
-        AnnotationEvent.source.not_in(("model",)),
+    stmt = (
+        select(func.count(func.distinct(AnnotationEvent.item_id)))
+        .join(Annotation, Annotation.item_id == AnnotationEvent.item_id)
+        .where(
+            AnnotationEvent.project_id == project_id,
+            AnnotationEvent.source.not_in(("model",)),
+            AnnotationEvent.action == "set",
+            Annotation.kind.not_in(("none", "skip")),
+            Annotation.origin.in_(PERSON_ORIGINS),
+        )
     )
     if since is not None:
         stmt = stmt.where(AnnotationEvent.at > since)
