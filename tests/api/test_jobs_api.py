@@ -188,7 +188,7 @@ def test_event_stream_follows_a_running_job(
     job_id = _queued(settings, project.id, owner.id, steps=5, seconds=0.3)
 
     def worker() -> None:
-        time.sleep(0.3)  # the stream starts while the job is queued
+        time.sleep(1.0)  # the stream starts while the job is queued (margin for a busy CI)
         job_runner.run_job(settings, job_id, heartbeat_s=0.1)
 
     t = threading.Thread(target=worker)

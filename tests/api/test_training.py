@@ -188,9 +188,25 @@ def test_unreadable_item_is_left_out_and_the_job_finishes(trained_setup: Any, db
     assert [i["id"] for i in errors["data"]] == [bad.id]
 
 
-def test_automatic_retrain_after_n_labels(trained_setup: Any) -> None:
+def test_automatic_retrain_after_n_labels(trained_setup: Any, settings: Any) -> None:
+    from loupe.jobs.registry import PERIODIC
+    from loupe.services.training.train import autotrain_sweep
+
+    assert PERIODIC["autotrain"].fn is autotrain_sweep  # every worker runs it
     _, project, c, truth, _ = trained_setup(retrain_every=6)
-    _label(c, project.id, truth, per_class=2)  # the sixth label triggers a training
+    done: dict[str, int] = {}
+    for item_id, cls in sorted(truth.items()):
+        if done.get(cls, 0) < 2:
+            r = c.put(
+                f"/api/projects/{project.id}/items/{item_id}/label",
+                json={"kind": "class", "label": cls},
+            )
+            assert r.status_code == 200
+            done[cls] = done.get(cls, 0) + 1
+            # the label path never trains; the worker's sweep does once six are in
+            started = autotrain_sweep(settings)
+            assert bool(started) == (sum(done.values()) == 6), (done, started)
+    assert autotrain_sweep(settings) == []  # nothing new since: no second training
     jobs = c.get(f"/api/projects/{project.id}/jobs?kind=train").json()
     assert jobs["count"] == 1 and jobs["data"][0]["status"] == "done"
     assert c.get(f"/api/projects/{project.id}/versions").json()["count"] == 1

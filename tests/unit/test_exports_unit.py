@@ -12,8 +12,8 @@ import pytest
 
 from loupe.errors import LoupeError
 from loupe.services.exports.archive import DatasetOptions, ImageNamer, assign_split, split_unit
-from loupe.tasks import kind_of
 from loupe.services.exports.core import csv_text_chunks, iso, parse_when
+from loupe.tasks import kind_of
 
 
 def test_split_is_deterministic_and_follows_the_fractions() -> None:

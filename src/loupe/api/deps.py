@@ -134,8 +134,7 @@ def project_dep(min_role: ProjectRole) -> Callable[..., Project]:
     def _load(
         project_id: Annotated[int, Path(ge=1, le=2**31 - 1)], db: SessionDep, user: CurrentUser
     ) -> Project:
-        project = db.get(Project, project_id)
-        role = project_role(db, project, user) if project is not None else None
+        project, role = auth.project_and_role(db, project_id, user)
         if project is None or role is None:
             # Same answer for 'missing' and 'not yours': ids do not leak.
             raise LoupeError(ErrorCode.NOT_FOUND, f"project {project_id} not found")

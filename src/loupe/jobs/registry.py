@@ -87,3 +87,41 @@ def job_kinds() -> list[JobKind]:
 def describe_job_kinds() -> list[dict[str, Any]]:
     """``[{"name", "queue", "exclusive"}, ...]`` sorted by name (for ``/api/info``)."""
     return [{"name": k.name, "queue": k.queue, "exclusive": k.exclusive} for k in job_kinds()]
+
+
+# --- periodic hooks ----------------------------------------------------------------------
+
+PeriodicFn = Callable[[Settings], Any]
+
+
+@dataclass(frozen=True)
+class Periodic:
+    """A function every worker runs about every ``every_s`` seconds (housekeeping)."""
+
+    name: str
+    fn: PeriodicFn
+    every_s: float
+
+
+PERIODIC: dict[str, Periodic] = {}
+
+
+def register_periodic(name: str, *, every_s: float) -> Callable[[PeriodicFn], PeriodicFn]:
+    """Decorator: run ``fn(settings)`` in every worker's housekeeping thread.
+
+    For checks that must not cost the web process anything, e.g. whether enough
+    new labels arrived to retrain. Several workers may run it at once: it must be
+    safe to repeat (an exclusive job kind makes a second submit BUSY).
+    """
+    if every_s <= 0:
+        raise ValueError(f"every_s must be > 0, got {every_s}")
+
+    def decorator(fn: PeriodicFn) -> PeriodicFn:
+        PERIODIC[name] = Periodic(name=name, fn=fn, every_s=float(every_s))
+        return fn
+
+    return decorator
+
+
+def periodic_hooks() -> list[Periodic]:
+    return [PERIODIC[name] for name in sorted(PERIODIC)]

@@ -26,7 +26,7 @@ from typing import Any
 from huey.consumer import Consumer
 
 from loupe.jobs.queue import get_huey
-from loupe.jobs.registry import DEFAULT_QUEUE, QUEUES
+from loupe.jobs.registry import DEFAULT_QUEUE, QUEUES, periodic_hooks
 from loupe.jobs.runner import (
     DEFAULT_STALE_AFTER_S,
     fail_worker_jobs,
@@ -102,7 +102,9 @@ def _housekeeping(
 
     def loop() -> None:
         last_reap = time.monotonic()
-        while not stop.wait(HEALTH_CHECK_EVERY_S):
+        last_run = dict.fromkeys((p.name for p in periodic_hooks()), 0.0)
+        tick = min([HEALTH_CHECK_EVERY_S, *(p.every_s for p in periodic_hooks())])
+        while not stop.wait(tick):
             try:
                 if parent_pid is not None and os.getppid() != parent_pid:
                     log.warning("parent process %s is gone; stopping", parent_pid)
@@ -114,6 +116,14 @@ def _housekeeping(
                     reap_stale_jobs(settings, stale_after_s=stale_after_s)
             except Exception:
                 log.exception("job housekeeping failed; trying again later")
+            for hook in periodic_hooks():
+                if time.monotonic() - last_run.get(hook.name, 0.0) < hook.every_s:
+                    continue
+                last_run[hook.name] = time.monotonic()
+                try:
+                    hook.fn(settings)
+                except Exception:
+                    log.exception("periodic %s failed; trying again later", hook.name)
 
     thread = threading.Thread(target=loop, name="loupe-jobs-housekeeping", daemon=True)
     thread.start()

@@ -22,6 +22,7 @@ from loupe.services.items import query as item_query
 from loupe.services.labels import core as labels
 from loupe.services.labels import history as label_history
 from loupe.services.labels import undo as label_undo
+from loupe.services.projects.cases import ensure_cases_open
 from loupe.services.training import train
 from loupe.settings import Settings
 
@@ -44,6 +45,8 @@ def set_label(
     settings: SettingsDep,
 ) -> ItemPublic:
     change_id = labels.new_change_id()
+    item = labels.get_item(db, project, item_id)  # held: the write finds it in the session
+    ensure_cases_open(db, project, [item_id])  # 409 case_finished: reopen first
     ann = labels.set_label(
         db,
         project,
@@ -59,7 +62,7 @@ def set_label(
     # The lean path: the answer is built from what the write holds (plus the
     # draft), and the request's transaction commits once, before the response
     # is sent. Auto-retraining is checked by the job worker, not here.
-    out = item_public(item_query.row_after_write(db, project, item_id, ann), settings)
+    out = item_public(item_query.row_after_write(db, item, ann), settings)
     out.change_id = change_id
     return out
 
@@ -74,6 +77,7 @@ def clear_label(
     version: int | None = Query(None, ge=0, le=MAX_ID),
 ) -> ItemPublic:
     change_id = labels.new_change_id()
+    ensure_cases_open(db, project, [item_id])
     labels.clear_label(
         db, project, item_id, user_id=user.id, expected_version=version, group_id=change_id
     )
@@ -90,6 +94,7 @@ def batch_labels(
     db: SessionDep,
     settings: SettingsDep,
 ) -> LabelBatchResult:
+    ensure_cases_open(db, project, body.item_ids)
     value = None
     if body.kind and body.kind != "none":
         value = labels.LabelValue(

@@ -10,10 +10,10 @@ from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from pwdlib import PasswordHash
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from loupe.db.models import ApiToken, SiteRole, User, UserSession
+from loupe.db.models import ApiToken, Membership, Project, ProjectRole, SiteRole, User, UserSession
 from loupe.db.types import utcnow
 from loupe.errors import ErrorCode, LoupeError
 
@@ -218,11 +218,17 @@ def read_session(value: str, secret_key: str, max_age_s: int) -> SessionData | N
 
 def session_user(db: Session, data: SessionData) -> User | None:
     """The session's user, or None if it was logged out, expired or the password changed."""
-    row = db.get(UserSession, _session_digest(data.session_id))
-    if row is None or row.user_id != data.user_id or row.expires_at < utcnow():
+    found = db.execute(
+        select(UserSession, User)
+        .join(User, User.id == UserSession.user_id)
+        .where(UserSession.id_hash == _session_digest(data.session_id))
+    ).first()  # one statement: this runs on every request
+    if found is None:
         return None
-    user = db.get(User, data.user_id)
-    if user is None or not user.is_active or _fingerprint(user) != data.fingerprint:
+    row, user = found
+    if row.user_id != data.user_id or row.expires_at < utcnow():
+        return None
+    if not user.is_active or _fingerprint(user) != data.fingerprint:
         return None
     return user
 
@@ -230,3 +236,22 @@ def session_user(db: Session, data: SessionData) -> User | None:
 def end_session(db: Session, data: SessionData) -> None:
     """Log out: delete the server-side session (every copy of its cookie stops working)."""
     db.execute(delete(UserSession).where(UserSession.id_hash == _session_digest(data.session_id)))
+
+
+def project_and_role(db: Session, project_id: int, user: User) -> tuple[Project | None, str | None]:
+    """The project and the user's effective role in it, in one statement.
+
+    Site admins act as owners. ``(None, None)`` when the project does not exist.
+    """
+    found = db.execute(
+        select(Project, Membership.role)
+        .outerjoin(
+            Membership,
+            and_(Membership.project_id == Project.id, Membership.user_id == user.id),
+        )
+        .where(Project.id == project_id)
+    ).first()
+    if found is None:
+        return None, None
+    project, role = found
+    return project, (ProjectRole.owner.value if user.is_admin else role)

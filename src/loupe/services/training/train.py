@@ -24,7 +24,7 @@ from loupe.db.types import utcnow
 from loupe.errors import ErrorCode, LoupeError
 from loupe.jobs.context import JobContext
 from loupe.jobs.core import submit
-from loupe.jobs.registry import register_job_kind
+from loupe.jobs.registry import register_job_kind, register_periodic
 from loupe.services.labels.core import PERSON_ORIGINS
 from loupe.settings import Settings
 from loupe.tasks import kind_of
@@ -243,6 +243,31 @@ def labels_since_last_version(db: Session, project_id: int) -> int:
     if since is not None:
         stmt = stmt.where(AnnotationEvent.at > since)
     return db.scalar(stmt) or 0
+
+
+AUTOTRAIN_EVERY_S = 2.0
+
+
+@register_periodic("autotrain", every_s=AUTOTRAIN_EVERY_S)
+def autotrain_sweep(settings: Settings) -> list[int]:
+    """Start the trainings that are due: run by every job worker every few seconds.
+
+    The label path itself never checks (it stays lean); a project whose
+    ``retrain_every`` new labels arrived gets a training within a few seconds.
+    Returns the ids of the jobs it started.
+    """
+    with session_scope(settings.db_url, write=False) as db:
+        candidates = [
+            pid
+            for pid, project_settings in db.execute(select(Project.id, Project.settings))
+            if int((project_settings or {}).get("retrain_every") or 0) > 0
+        ]
+    started = []
+    for project_id in candidates:
+        job_id = maybe_autotrain(settings, project_id, user_id=None)
+        if job_id is not None:
+            started.append(job_id)
+    return started
 
 
 def maybe_autotrain(settings: Settings, project_id: int, *, user_id: int | None) -> int | None:
