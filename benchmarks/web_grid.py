@@ -338,9 +338,11 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def first_page(url: str, project_id: int, *, count: bool, n: int = 50) -> list[float]:
+def first_page(
+    url: str, project_id: int, *, count: bool, n: int = 50, sort: str = "id"
+) -> list[float]:
     c = client(url, OWNER)
-    params = {"limit": 200, "count": str(count).lower()}
+    params = {"limit": 200, "count": str(count).lower(), "sort": sort}
     path = f"/api/projects/{project_id}/items"
     for _ in range(5):  # warm-up: connections, SQLite page cache
         c.get(path, params=params).raise_for_status()
@@ -491,8 +493,15 @@ def main() -> int:
     with server(home) as url:
         plain = first_page(url, project_id, count=False)
         counted = first_page(url, project_id, count=True)
+        by_confidence = first_page(url, project_id, count=False, sort="confidence")
+        by_uncertainty = first_page(url, project_id, count=False, sort="-uncertainty")
         print("API first page (limit=200), 50 requests:")
-        for name, times in (("count=false", plain), ("count=true ", counted)):
+        for name, times in (
+            ("count=false", plain),
+            ("count=true ", counted),
+            ("sort=confidence   ", by_confidence),
+            ("sort=-uncertainty ", by_uncertainty),
+        ):
             median, p95_ = statistics.median(times), pct(times, 95)
             print(f"  {name}  median {median:6.1f} ms  p95 {p95_:6.1f} ms")
 

@@ -257,6 +257,40 @@ def project_create(
     typer.echo(pid)
 
 
+@project_app.command("set")
+def project_set(
+    project: Annotated[str, typer.Argument(help="Project id or name")],
+    case_pattern: Annotated[
+        str | None,
+        typer.Option(help="Regex (RE2) with (?P<case>...) for file names; '' removes it"),
+    ] = None,
+    retrain_every: Annotated[
+        int | None, typer.Option(help="Retrain after this many new labels (0: never)")
+    ] = None,
+) -> None:
+    """Change a project's settings (the same checks as the web app's settings)."""
+    from loupe.db.session import session_scope
+    from loupe.services.projects import core as projects
+
+    changes: dict[str, object] = {}
+    if case_pattern is not None:
+        changes["case_pattern"] = case_pattern or None
+    if retrain_every is not None:
+        changes["retrain_every"] = retrain_every
+    if not changes:
+        typer.echo("nothing to change: give --case-pattern or --retrain-every", err=True)
+        raise typer.Exit(2)
+    settings = _migrated_settings()
+    try:
+        with session_scope(settings.db_url) as db:
+            found = projects.find_project(db, project)
+            projects.update_project(db, found, settings=changes)
+            shown = {k: found.settings.get(k) for k in changes}
+    except LoupeError as exc:
+        raise _fail(exc) from exc
+    typer.echo(json.dumps(shown))
+
+
 @app.command()
 def ingest(
     project: str,

@@ -24,6 +24,7 @@ class ErrorCode(StrEnum):
     REGISTRATION_CLOSED = "registration_closed"
     RATE_LIMITED = "rate_limited"
     UNAVAILABLE = "unavailable"
+    CASE_FINISHED = "case_finished"
 
 
 HTTP_STATUS: dict[ErrorCode, int] = {
@@ -41,6 +42,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.REGISTRATION_CLOSED: 403,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.UNAVAILABLE: 503,
+    ErrorCode.CASE_FINISHED: 409,
 }
 
 

@@ -24,6 +24,7 @@ runner = CliRunner()
         ["worker"],
         ["user", "create"],
         ["project", "create"],
+        ["project", "set"],
         ["ingest"],
         ["openapi"],
         ["demo"],

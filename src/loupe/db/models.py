@@ -254,6 +254,9 @@ class Prediction(Base):
     __table_args__ = (
         UniqueConstraint("item_id", "model_version_id"),
         Index("ix_predictions_version_flagged", "model_version_id", "flagged"),
+        # the grid's sorts by draft value (first page from the index)
+        Index("ix_predictions_version_confidence", "model_version_id", "confidence", "item_id"),
+        Index("ix_predictions_version_uncertainty", "model_version_id", "uncertainty", "item_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

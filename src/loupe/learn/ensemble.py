@@ -11,7 +11,9 @@ Class reasons, first applicable in this order:
 - ``"ambiguous_set"``: the conformal prediction set has more than one class.
 
 Score items are flagged as novel first, then when the members differ by more
-than one step.
+than one step, then when their split-conformal interval (:func:`conformal_radius`,
+:func:`score_intervals`) spans more than ``max_interval_steps`` steps, so a
+one-member project still flags the items its model cannot place.
 
 A review budget (:func:`apply_review_budget`, ``max_flag_fraction``) caps the
 share of flagged items: novel items are kept first (most novel first), then
@@ -38,6 +40,9 @@ DISAGREEMENT = "disagreement"
 LOW_CONFIDENCE = "low_confidence"
 AMBIGUOUS_SET = "ambiguous_set"
 DEFAULT_THRESHOLD = 0.8
+WIDE_INTERVAL = "wide interval"
+DEFAULT_ALPHA = 0.1  # intervals cover the truth for 90% of items
+DEFAULT_MAX_INTERVAL_STEPS = 2.0
 
 
 def combine_members(member_probs: Sequence[NDArray[np.floating]]) -> NDArray[np.float32]:
@@ -172,19 +177,78 @@ def score_spread(
     return ((stacked.max(axis=0) - stacked.min(axis=0)) / steps).astype(np.float32)
 
 
+def conformal_radius(
+    oof_pred: NDArray[np.floating],
+    truth: NDArray[np.floating],
+    *,
+    alpha: float = DEFAULT_ALPHA,
+) -> NDArray[np.float64] | None:
+    """Split-conformal half-width per metric from out-of-fold residuals.
+
+    ``oof_pred`` and ``truth`` are ``(n, m)`` in original units. Returns the
+    ``ceil((n + 1)(1 - alpha)) / n`` quantile of ``|truth - oof_pred|`` per metric,
+    float64 ``(m,)``, so ``[pred - q, pred + q]`` covers a new item's value with
+    probability at least ``1 - alpha``; ``None`` when ``n`` is too small for that.
+    """
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    pred = np.asarray(oof_pred, dtype=np.float64)
+    true = np.asarray(truth, dtype=np.float64)
+    if pred.shape != true.shape or pred.ndim != 2:
+        raise ValueError(f"oof_pred and truth must both be (n, m), got {pred.shape}, {true.shape}")
+    n = len(pred)
+    rank = int(np.ceil((n + 1) * (1.0 - alpha)))
+    if n == 0 or rank > n:
+        return None
+    residuals: NDArray[np.float64] = np.sort(np.abs(true - pred), axis=0)[rank - 1]
+    return residuals
+
+
+def score_intervals(
+    member_raw: Sequence[NDArray[np.floating]],
+    radius: NDArray[np.floating],
+    metrics: Sequence[MetricSpec],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Per-item intervals ``(lo, hi)``, each float64 ``(n, m)``, clipped to each metric's range.
+
+    ``member_raw`` are the members' unsnapped ``(n, m)`` predictions; ``radius``
+    ``(m,)`` from :func:`conformal_radius`. The interval is the union of every
+    member's conformal band, so members that disagree widen it.
+    """
+    stacked = np.stack([np.asarray(p, dtype=np.float64) for p in member_raw])  # (r, n, m)
+    low = np.array([float(m["min"]) for m in metrics])
+    high = np.array([float(m["max"]) for m in metrics])
+    q = np.asarray(radius, dtype=np.float64)
+    lo = np.clip(stacked.min(axis=0) - q, low, high)
+    hi = np.clip(stacked.max(axis=0) + q, low, high)
+    return lo, hi
+
+
+def interval_steps(
+    lo: NDArray[np.floating], hi: NDArray[np.floating], metrics: Sequence[MetricSpec]
+) -> NDArray[np.float32]:
+    """Width of each interval in the metric's steps, float32 ``(n, m)``."""
+    steps = np.array([metric_step(m) for m in metrics], dtype=np.float64)
+    return ((np.asarray(hi) - np.asarray(lo)) / steps).astype(np.float32)
+
+
 def triage_scores(
     member_preds: Sequence[NDArray[np.floating]],
     metrics: Sequence[MetricSpec],
     *,
     novel: NDArray[np.bool_] | None = None,
+    widths: NDArray[np.floating] | None = None,
+    max_interval_steps: float = DEFAULT_MAX_INTERVAL_STEPS,
 ) -> tuple[NDArray[np.bool_], list[str | None]]:
-    """Flag novel items and items whose members differ by more than one step on any metric.
+    """Flag novel items, members more than one step apart, and wide intervals.
 
     ``member_preds`` are ``(n, m)`` predictions in original units (snapped);
     ``metrics`` the specs ``[{name, min, max, step}]`` (the steps, and names for
-    the reason); ``novel`` an optional ``(n,)`` mask (reason ``"novel"``, first).
-    Returns ``(flagged (n,), reasons)`` where a reason reads ``"novel"`` or
-    ``"members differ by more than one step on grade, size"``.
+    the reason); ``novel`` an optional ``(n,)`` mask (reason ``"novel"``, first);
+    ``widths`` optional ``(n, m)`` interval widths in steps (:func:`interval_steps`):
+    wider than ``max_interval_steps`` flags the item. Returns ``(flagged (n,),
+    reasons)`` where a reason reads ``"novel"``, ``"members differ by more than
+    one step on grade, size"`` or ``"wide interval on grade"``.
     """
     # tolerance so that exactly one step apart in float arithmetic is not "more than one"
     too_far = score_spread(member_preds, metrics) > 1.0 + 1e-5
@@ -193,14 +257,22 @@ def triage_scores(
     is_novel = np.zeros(n, dtype=bool) if novel is None else np.asarray(novel, dtype=bool)
     if is_novel.shape != (n,):
         raise ValueError(f"novel must be ({n},), got {is_novel.shape}")
-    flagged: NDArray[np.bool_] = np.any(too_far, axis=1) | is_novel
+    too_wide = np.zeros_like(too_far)
+    if widths is not None:
+        if np.shape(widths) != too_far.shape:
+            raise ValueError(f"widths must be {too_far.shape}, got {np.shape(widths)}")
+        too_wide = np.asarray(widths) > max_interval_steps + 1e-5
+    flagged: NDArray[np.bool_] = np.any(too_far | too_wide, axis=1) | is_novel
     reasons: list[str | None] = [None] * n
     for i in np.flatnonzero(flagged).tolist():
         if is_novel[i]:
             reasons[i] = NOVEL
-            continue
-        which = ", ".join(name for name, far in zip(names, too_far[i], strict=True) if far)
-        reasons[i] = f"members differ by more than one step on {which}"
+        elif too_far[i].any():
+            which = ", ".join(name for name, far in zip(names, too_far[i], strict=True) if far)
+            reasons[i] = f"members differ by more than one step on {which}"
+        else:
+            which = ", ".join(name for name, wide in zip(names, too_wide[i], strict=True) if wide)
+            reasons[i] = f"{WIDE_INTERVAL} on {which}"
     return flagged, reasons
 
 

@@ -17,9 +17,13 @@ from numpy.typing import NDArray
 
 from loupe.learn.crossval import DEFAULT_SPLITS, cross_validate_scores, kfold
 from loupe.learn.ensemble import (
+    DEFAULT_ALPHA,
     apply_review_budget,
     combine_members,
+    conformal_radius,
+    interval_steps,
     reason_counts,
+    score_intervals,
     score_spread,
     triage_scores,
 )
@@ -43,11 +47,16 @@ class ScorePredictions:
     raw: NDArray[np.float32]  # (N, m) mean of member raw values (unclipped)
     member_values: dict[str, NDArray[np.float64]]  # name -> (N, m) snapped
     spread: NDArray[np.float32]  # (N, m) (max - min) across members, in steps
-    uncertainty: NDArray[np.float32]  # (N,) largest spread over metrics, in steps
+    # (N,) widest member spread or conformal interval over metrics, in steps
+    uncertainty: NDArray[np.float32]
     flagged: NDArray[np.bool_]  # (N,) after the review budget
-    reason: list[str | None]  # 'novel' | 'members differ by more than one step on <metrics>'
+    # 'novel' | 'members differ by more than one step on <metrics>' | 'wide interval on <metrics>'
+    reason: list[str | None]
     novel: NDArray[np.bool_]  # (N,) unlike every labelled item; never auto-accept these
     novelty: NDArray[np.float32]  # (N,) kNN distance / threshold, mean over members (0: off)
+    # (N, m) split-conformal interval bounds (1 - alpha coverage); None: too few OOF labels
+    interval_lo: NDArray[np.float64] | None = None
+    interval_hi: NDArray[np.float64] | None = None
 
 
 @dataclass
@@ -63,6 +72,7 @@ class ScoreEnsembleResult:
     predictions: ScorePredictions
     timings: dict[str, float] = field(default_factory=dict)
     triage: dict[str, Any] = field(default_factory=dict)  # triage_summary()
+    conformal: dict[str, Any] | None = None  # {alpha, radius: {metric: q}}; None: too few
 
     def metrics_json(self) -> dict[str, Any]:
         """Plain JSON: per-member and ensemble OOF metrics (with 95% intervals), fold plan,
@@ -76,6 +86,7 @@ class ScoreEnsembleResult:
             "flagged": int(self.predictions.flagged.sum()),
             "flag_reasons": dict(reason_counts(self.predictions.reason)),
             "triage": self.triage,
+            "conformal": self.conformal,
             "timings": self.timings,
         }
 
@@ -89,12 +100,16 @@ def train_score_ensemble(
     max_splits: int = DEFAULT_SPLITS,
     novelty: bool = True,
     max_flag_fraction: float | None = None,
+    alpha: float = DEFAULT_ALPHA,
+    max_interval_steps: float = 2.0,
 ) -> ScoreEnsembleResult:
     """Fit ridge heads per member, cross-validate, predict, snap and triage every item.
 
     ``Y`` is ``(n, m)`` in the metrics' units (``metrics``: ``[{name, min, max, step}]``).
     Items are flagged when they are unlike every labelled item (``novelty``, reason
-    ``"novel"``) or when members' snapped values differ by more than one step.
+    ``"novel"``), when members' snapped values differ by more than one step, or when
+    the split-conformal interval (from the OOF residuals, ``1 - alpha`` coverage)
+    spans more than ``max_interval_steps`` steps on a metric.
     ``max_flag_fraction`` (review budget; ``None``: no cap) keeps at most that share
     flagged: novel items first, then the widest member spread.
     """
@@ -142,6 +157,7 @@ def train_score_ensemble(
 
     start = time.perf_counter()
     ensemble_metrics = None
+    radius = None
     if plan.n_splits:
         truth = targets[plan.evaluated]
         oof_snapped = [snap(raw, specs) for raw in oof_raw]
@@ -151,14 +167,28 @@ def train_score_ensemble(
             "member_agreement": float(1.0 - flagged_oof.mean()),
             "cv": plan.describe(),
         }
+        radius = conformal_radius(combine_members(oof_raw), truth, alpha=alpha)
     raw = combine_members(list(member_raw.values()))
     member_values = {name: snap(values, specs) for name, values in member_raw.items()}
     novel = None if found is None else found.novel
-    flagged, reasons = triage_scores(list(member_values.values()), specs, novel=novel)
-    flagged_before = int(flagged.sum())
     spread = score_spread(list(member_values.values()), specs)
+    lo = hi = None
+    interval_widths = None
+    widths = spread
+    if radius is not None:
+        lo, hi = score_intervals(list(member_raw.values()), radius, specs)
+        interval_widths = interval_steps(lo, hi, specs)
+        widths = np.maximum(spread, interval_widths)
+    flagged, reasons = triage_scores(
+        list(member_values.values()),
+        specs,
+        novel=novel,
+        widths=interval_widths,
+        max_interval_steps=max_interval_steps,
+    )
+    flagged_before = int(flagged.sum())
     n_all = len(raw)
-    widest = spread.max(axis=1) if spread.shape[1] else np.zeros(n_all, np.float32)
+    widest = widths.max(axis=1) if widths.shape[1] else np.zeros(n_all, np.float32)
     flagged, reasons = apply_review_budget(
         flagged,
         reasons,
@@ -176,6 +206,8 @@ def train_score_ensemble(
         reason=reasons,
         novel=np.zeros(n_all, dtype=bool) if novel is None else novel,
         novelty=np.zeros(n_all, dtype=np.float32) if found is None else found.novelty,
+        interval_lo=lo,
+        interval_hi=hi,
     )
     timings["ensemble"] = time.perf_counter() - start
     return ScoreEnsembleResult(
@@ -188,4 +220,11 @@ def train_score_ensemble(
         predictions=predictions,
         timings=timings,
         triage=triage_summary(found, max_flag_fraction, flagged_before, n_all),
+        conformal=None
+        if radius is None
+        else {
+            "alpha": alpha,
+            "max_interval_steps": max_interval_steps,
+            "radius": {str(m["name"]): float(q) for m, q in zip(specs, radius, strict=True)},
+        },
     )

@@ -324,6 +324,21 @@ def _num(value: Any) -> Any:
     return value
 
 
+def _interval(
+    names: Sequence[str],
+    lo: np.ndarray[Any, Any] | None,
+    hi: np.ndarray[Any, Any] | None,
+    row: int,
+) -> dict[str, list[float]] | None:
+    """``{metric: [lo, hi]}`` for one item, or ``None`` when the model has no intervals."""
+    if lo is None or hi is None:
+        return None
+    return {
+        n: [round(float(a), 4), round(float(b), 4)]
+        for n, a, b in zip(names, lo[row], hi[row], strict=True)
+    }
+
+
 def _fit_scores(
     data: TrainingData,
     feats: FeatureMap,
@@ -368,6 +383,7 @@ def _fit_scores(
                     "scores": scores,
                     "novel": bool(p.novel[r]),
                     "raw": {n: round(float(v), 4) for n, v in zip(names, p.raw[r], strict=True)},
+                    "interval": _interval(names, p.interval_lo, p.interval_hi, r),
                 },
                 members=members,
             )

@@ -7,6 +7,9 @@ from loupe.learn.ensemble import (
     apply_review_budget,
     combine_members,
     confidence,
+    conformal_radius,
+    interval_steps,
+    score_intervals,
     score_spread,
     triage_classes,
     triage_scores,
@@ -133,3 +136,28 @@ def test_review_budget_keeps_novel_first_then_the_most_uncertain():
     assert same_reasons == reasons
     with pytest.raises(ValueError, match="max_flag_fraction"):
         apply_review_budget(flagged, reasons, uncertainty=uncertainty, max_flag_fraction=2.0)
+
+
+def test_conformal_radius_is_the_corrected_residual_quantile():
+    truth = np.zeros((19, 1))
+    pred = np.arange(1, 20, dtype=float)[:, None]  # |residuals| 1..19
+    # ceil((19 + 1) * 0.9) = 18th smallest residual
+    np.testing.assert_allclose(conformal_radius(pred, truth, alpha=0.1), [18.0])
+    assert conformal_radius(pred[:5], truth[:5], alpha=0.1) is None  # too few to cover 90%
+    with pytest.raises(ValueError, match="alpha"):
+        conformal_radius(pred, truth, alpha=1.5)
+
+
+def test_one_member_flags_wide_intervals():
+    specs = [{"name": "fibrosis", "min": 0, "max": 4, "step": 1}]
+    raw = np.array([[2.0], [0.1], [2.0]])
+    # one member: no spread, so before intervals nothing but novel items could flag
+    lo, hi = score_intervals([raw], np.array([1.5]), specs)
+    np.testing.assert_allclose(lo[:, 0], [0.5, 0.0, 0.5])
+    np.testing.assert_allclose(hi[:, 0], [3.5, 1.6, 3.5])  # clipped to the range
+    widths = interval_steps(lo, hi, specs)
+    flagged, reasons = triage_scores(
+        [np.round(raw)], specs, novel=np.array([False, False, True]), widths=widths
+    )
+    np.testing.assert_array_equal(flagged, [True, False, True])
+    assert reasons == ["wide interval on fibrosis", None, "novel"]

@@ -136,10 +136,13 @@ def test_score_ensemble_end_to_end(digits):
     # a linear head on pixels for a non-linear grade: well above a constant guess (0.6)
     assert np.mean(np.abs(p.values[:, 0] - Y[:, 0]) <= 1) > 0.75
     assert all(
-        r is None or r == "novel" or r.startswith("members differ by more than one step on ")
+        r is None
+        or r == "novel"
+        or r.startswith(("members differ by more than one step on ", "wide interval on "))
         for r in p.reason
     )
-    np.testing.assert_array_equal(p.flagged, np.any(p.spread > 1 + 1e-6, axis=1) | p.novel)
+    wide = (p.interval_hi - p.interval_lo) / np.array([1.0, 0.25]) > 2 + 1e-5
+    np.testing.assert_array_equal(p.flagged, np.any((p.spread > 1 + 1e-6) | wide, axis=1) | p.novel)
     assert not p.novel[labelled].any()  # a labelled item is never unlike the labelled items
     grade = result.ensemble_metrics["per_metric"]["grade"]
     assert grade["within_one_step"] > 0.75 and grade["spearman"] > 0.5
@@ -147,6 +150,28 @@ def test_score_ensemble_end_to_end(digits):
     head = ScoreHead.from_state(result.heads["pixels"])
     np.testing.assert_allclose(head.predict_snapped(pixels), p.member_values["pixels"])
     json.dumps(result.metrics_json())
+
+
+def test_single_member_score_ensemble_flags_wide_intervals(digits):
+    pixels, _, y = _two_views(digits)
+    specs = [{"name": "fibrosis", "min": 0, "max": 4, "step": 1}]
+    # a grade the pixels barely explain: noise of about two steps
+    noise = np.random.default_rng(0).integers(-2, 3, size=len(y))
+    Y = np.clip(y // 2 + noise, 0, 4).astype(float)[:, None]
+    labelled = np.random.default_rng(1).permutation(len(y))[:300]
+    members = {"pixels": (pixels[labelled], pixels)}
+    result = train_score_ensemble(members, Y[labelled], specs, seed=0, novelty=False)
+
+    p = result.predictions
+    assert not p.novel.any() and not p.spread.any()  # one member: no spread to flag on
+    assert p.flagged.any()
+    assert {r for r in p.reason if r is not None} == {"wide interval on fibrosis"}
+    assert p.interval_lo is not None and p.interval_hi is not None
+    inside = np.clip(p.raw, 0, 4)  # raw is unclipped; the interval is clipped to the range
+    assert np.all(p.interval_lo <= inside + 1e-6) and np.all(inside <= p.interval_hi + 1e-6)
+    radius = result.metrics_json()["conformal"]["radius"]["fibrosis"]
+    assert radius > 1.0
+    np.testing.assert_allclose(p.uncertainty, (p.interval_hi - p.interval_lo)[:, 0], rtol=1e-5)
 
 
 def test_conformal_sets_need_enough_evaluated_labels(blobs):

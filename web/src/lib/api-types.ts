@@ -305,6 +305,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/projects/{project_id}/cases/move": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Move Items
+         * @description Move items to a case (by id, or by name: a new name creates it); 409 ``case_finished``
+         *     when the target or a source case is finished.
+         */
+        post: operations["move_items_api_projects__project_id__cases_move_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/projects/{project_id}/cases/{case_id}": {
         parameters: {
             query?: never;
@@ -321,6 +342,26 @@ export interface paths {
         head?: never;
         /** Update Case */
         patch: operations["update_case_api_projects__project_id__cases__case_id__patch"];
+        trace?: never;
+    };
+    "/api/projects/{project_id}/cases/{case_id}/reopen": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Reopen Case
+         * @description Mark a finished case open again; its stored reports are flagged ``stale``.
+         */
+        post: operations["reopen_case_api_projects__project_id__cases__case_id__reopen_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
         trace?: never;
     };
     "/api/projects/{project_id}/items": {
@@ -1220,6 +1261,18 @@ export interface components {
                 [key: string]: unknown;
             };
         };
+        /**
+         * CaseMove
+         * @description Move items to a case: give ``case_id`` or ``case_name`` (a new name creates the case).
+         */
+        CaseMove: {
+            /** Item Ids */
+            item_ids: number[];
+            /** Case Id */
+            case_id?: number | null;
+            /** Case Name */
+            case_name?: string | null;
+        };
         /** CasePublic */
         CasePublic: {
             /** Id */
@@ -1313,6 +1366,10 @@ export interface components {
             flagged: boolean;
             /** Flag Reason */
             flag_reason: string | null;
+            /** Members */
+            members?: {
+                [key: string]: unknown;
+            } | null;
         };
         /** ErrorDetail */
         ErrorDetail: {
@@ -2078,6 +2135,12 @@ export interface components {
             params: {
                 [key: string]: unknown;
             };
+            /**
+             * Stale
+             * @description The case was reopened after this report: regenerate it
+             * @default false
+             */
+            stale: boolean;
             /**
              * Created At
              * Format: date-time
@@ -3388,6 +3451,50 @@ export interface operations {
             };
         };
     };
+    move_items_api_projects__project_id__cases_move_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CaseMove"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CasePublic"];
+                };
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
     get_case_api_projects__project_id__cases__case_id__get: {
         parameters: {
             query?: never;
@@ -3474,6 +3581,47 @@ export interface operations {
             };
         };
     };
+    reopen_case_api_projects__project_id__cases__case_id__reopen_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                case_id: number;
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CasePublic"];
+                };
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
     list_items_api_projects__project_id__items_get: {
         parameters: {
             query?: {
@@ -3487,6 +3635,16 @@ export interface operations {
                 predicted?: string | null;
                 /** @description part of the file name */
                 search?: string | null;
+                /** @description the draft's flag reason, or its start */
+                flag_reason?: string | null;
+                /** @description the label's origin: human|model_accepted */
+                origin?: string | null;
+                min_confidence?: number | null;
+                max_confidence?: number | null;
+                /** @description id|confidence|-confidence|uncertainty|-uncertainty (drafts; none last) */
+                sort?: string;
+                /** @description include each ensemble member's draft */
+                members?: boolean;
                 limit?: number;
                 offset?: number;
                 /** @description keyset paging: items after this id */

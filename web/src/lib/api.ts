@@ -130,13 +130,39 @@ async function errorFrom(res: Response): Promise<ApiError> {
   return new ApiError(res.status, detail);
 }
 
-/** Send a request; on a lost session, log in again and retry once. */
+/** Fired on `window` after cases were reopened here: pages reload their cases. */
+export const CASES_CHANGED = 'loupe:cases-changed';
+
+/**
+ * A label change hit a finished case (409 `case_finished`): ask whether to reopen
+ * it and, if so, reopen every case named in the error. True when reopened (the
+ * caller retries the request).
+ */
+async function reopenFinishedCases(err: ApiError): Promise<boolean> {
+  const ids = err.detail.case_ids;
+  const projectId = err.detail.project_id;
+  if (!Array.isArray(ids) || !ids.length || typeof projectId !== 'number') return false;
+  const question =
+    ids.length === 1
+      ? 'This case is finished. Reopen it to change labels?'
+      : `These ${ids.length} cases are finished. Reopen them to change labels?`;
+  if (!window.confirm(question)) return false;
+  for (const id of ids) await send('POST', `/api/projects/${projectId}/cases/${Number(id)}/reopen`);
+  window.dispatchEvent(new CustomEvent(CASES_CHANGED, { detail: { projectId, caseIds: ids } }));
+  return true;
+}
+
+/**
+ * Send a request; on a lost session, log in again and retry once; on a finished
+ * case, offer to reopen it and retry once.
+ */
 export async function send(
   method: string,
   url: string,
   init: { body?: BodyInit; json?: unknown; signal?: AbortSignal; noAuthRetry?: boolean } = {},
 ): Promise<Response> {
   let relogged = false;
+  let reopened = false;
   for (;;) {
     const headers: Record<string, string> = { Accept: 'application/json' };
     if (method !== 'GET') headers['X-CSRF-Token'] = csrf();
@@ -159,6 +185,10 @@ export async function send(
       relogged = true;
       await onUnauthorized();
       continue;
+    }
+    if (err.code === 'case_finished' && !reopened) {
+      reopened = true;
+      if (await reopenFinishedCases(err)) continue;
     }
     throw err;
   }

@@ -14,6 +14,42 @@ export interface Filter {
   flagged?: boolean;
   predicted?: string;
   search?: string;
+  flag_reason?: string;
+  origin?: string;
+  min_confidence?: number;
+  max_confidence?: number;
+  /** id (default, keyset pages) | confidence | -confidence | uncertainty | -uncertainty (offset pages) */
+  sort?: string;
+}
+
+/** The sorts the item list offers, in the order the filters show them. */
+export const SORTS: { value: string; text: string }[] = [
+  { value: '', text: 'Upload order' },
+  { value: 'confidence', text: 'Least confident first' },
+  { value: '-confidence', text: 'Most confident first' },
+  { value: '-uncertainty', text: 'Most uncertain first' },
+  { value: 'uncertainty', text: 'Least uncertain first' },
+];
+
+/** The draft filters and the sort kept in the URL's query (FiltersNav writes them). */
+export function draftFilter(q: URLSearchParams): Filter {
+  const num = (k: string) => {
+    const v = q.get(k);
+    return v === null || v === '' || Number.isNaN(Number(v)) ? undefined : Number(v);
+  };
+  return {
+    predicted: q.get('predicted') ?? undefined,
+    flag_reason: q.get('reason') ?? undefined,
+    origin: q.get('origin') ?? undefined,
+    min_confidence: num('minconf'),
+    max_confidence: num('maxconf'),
+    sort: q.get('sort') ?? undefined,
+  };
+}
+
+/** Whether a filter pages by offset (a sort other than the id order). */
+function sorted(filter: Filter): boolean {
+  return !!filter.sort && filter.sort !== 'id';
 }
 
 type Annotation = NonNullable<Item['annotation']>;
@@ -41,6 +77,8 @@ export class Grid {
   items: Item[] = $state([]);
   count: number | null = $state(null);
   nextAfter: number | null = $state(null);
+  /** Sorted lists page by offset: whether the last page was full. */
+  moreSorted = $state(false);
   loading = $state(false);
   error = $state('');
   focus = $state(0);
@@ -76,6 +114,7 @@ export class Grid {
       this.items = page.data;
       this.count = page.count ?? null;
       this.nextAfter = page.next_after_id ?? null;
+      this.moreSorted = sorted(filter) && page.data.length === PAGE;
       this.focus = Math.min(this.focus, Math.max(0, this.items.length - 1));
       this.selected = new Set();
     } catch (e) {
@@ -87,17 +126,21 @@ export class Grid {
 
   /** The next keyset page (scrolling near the end). */
   async loadMore(): Promise<void> {
-    if (this.loading || this.nextAfter === null) return;
+    const bySort = sorted(this.filter);
+    if (this.loading || (bySort ? !this.moreSorted : this.nextAfter === null)) return;
     const gen = this.generation;
     this.loading = true;
     try {
+      const at = bySort ? { offset: this.items.length } : { after_id: this.nextAfter };
       const page = await api.get('/api/projects/{project_id}/items', {
         path: { project_id: this.projectId },
-        query: { ...this.filter, limit: PAGE, after_id: this.nextAfter, count: false },
+        query: { ...this.filter, limit: PAGE, ...at, count: false },
       });
       if (gen !== this.generation) return;
-      this.items.push(...page.data);
+      const known = new Set(this.items.map((i) => i.id));
+      this.items.push(...page.data.filter((i) => !known.has(i.id)));
       this.nextAfter = page.next_after_id ?? null;
+      this.moreSorted = bySort && page.data.length === PAGE;
     } catch (e) {
       this.error = messageOf(e);
     } finally {
@@ -107,7 +150,8 @@ export class Grid {
 
   /** Items created after the last one loaded (uploads finishing), when the list is complete. */
   async loadNewer(): Promise<void> {
-    if (this.loading || this.nextAfter !== null) return;
+    // a sorted list has no "after the last id": new items show on the next reload
+    if (this.loading || this.nextAfter !== null || sorted(this.filter)) return;
     const gen = this.generation;
     const last = this.items.length ? this.items[this.items.length - 1].id : 0;
     try {
@@ -383,6 +427,7 @@ export class Grid {
       this.items = page.data;
       this.count = page.count ?? null;
       this.nextAfter = page.next_after_id ?? null;
+      this.moreSorted = sorted(this.filter) && page.data.length === want;
       const i = focusedId === undefined ? -1 : this.indexOf(focusedId);
       this.focus = i >= 0 ? i : Math.min(this.focus, Math.max(0, this.items.length - 1));
       const present = new Set(this.items.map((x) => x.id));

@@ -170,3 +170,20 @@ export function filesFromInput(list: FileList | null): { file: File; name: strin
     .map((file) => ({ file, name: file.webkitRelativePath || file.name }))
     .filter((x) => !x.name.split('/').some((part) => part.startsWith('.')));
 }
+
+/**
+ * The case an upload suggests: the folder's name when one folder of images was
+ * given ('slides/a.png', 'slides/b.png' -> 'slides'); '' otherwise (single files,
+ * or a folder of case sub-folders, which the server splits by sub-folder name).
+ */
+export function caseOfUpload(entries: { name: string }[]): string {
+  const parts = entries.map((e) => e.name.split('/'));
+  if (!parts.length || parts.some((p) => p.length !== 2)) return '';
+  const folder = parts[0][0];
+  return parts.every((p) => p[0] === folder) ? folder : '';
+}
+
+/** True when every file lies in a sub-folder of the uploaded folder ('root/case/x.tif'). */
+export function inCaseFolders(entries: { name: string }[]): boolean {
+  return entries.length > 0 && entries.every((e) => e.name.split('/').length >= 3);
+}

@@ -111,6 +111,8 @@ export interface TaskUI {
   SelectionBar: Component<SelectionBarProps> | null;
   /** The kind's own keys; they go before the grid's (arrows, 0, X, Z, A...). */
   keymap: (ctx: KeyContext) => KeyBinding[];
+  /** The flag reasons the grid's filter offers ({value: the reason or its start, text}). */
+  flagReasons?: { value: string; text: string }[];
   /** Added to the label-import help on the Export page, e.g. where scores go. */
   importHint: string;
   models: ModelsUI;

@@ -1,4 +1,4 @@
-"""Cases (patient / sample / slide groups) of a project."""
+"""Cases (patient / sample / slide groups) of a project; moving items between them."""
 
 from __future__ import annotations
 
@@ -6,7 +6,13 @@ from fastapi import APIRouter
 
 from loupe.api.deps import AnnotatorProject, CurrentUser, SessionDep, ViewerProject
 from loupe.api.params import Id
-from loupe.api.schemas.projects import CaseCreate, CasePublic, CasesPublic, CaseUpdate
+from loupe.api.schemas.projects import (
+    CaseCreate,
+    CaseMove,
+    CasePublic,
+    CasesPublic,
+    CaseUpdate,
+)
 from loupe.db.models import Case
 from loupe.services.projects import cases as svc
 from loupe.services.projects.cases import CaseCounts
@@ -31,6 +37,18 @@ def create_case(body: CaseCreate, project: AnnotatorProject, db: SessionDep) -> 
     return _public(svc.create_case(db, project, body.name, body.meta), {})
 
 
+@router.post("/move", response_model=CasePublic)
+def move_items(
+    body: CaseMove, project: AnnotatorProject, user: CurrentUser, db: SessionDep
+) -> CasePublic:
+    """Move items to a case (by id, or by name: a new name creates it); 409 ``case_finished``
+    when the target or a source case is finished."""
+    case = svc.move_items(
+        db, project, body.item_ids, user_id=user.id, case_id=body.case_id, case_name=body.case_name
+    )
+    return _public(case, svc.case_counts(db, project.id))
+
+
 @router.get("/{case_id}", response_model=CasePublic)
 def get_case(case_id: Id, project: ViewerProject, db: SessionDep) -> CasePublic:
     return _public(svc.get_case(db, project, case_id), svc.case_counts(db, project.id))
@@ -49,4 +67,13 @@ def update_case(
         meta=body.meta,
         status=body.status,
     )
+    return _public(case, svc.case_counts(db, project.id))
+
+
+@router.post("/{case_id}/reopen", response_model=CasePublic)
+def reopen_case(
+    case_id: Id, project: AnnotatorProject, user: CurrentUser, db: SessionDep
+) -> CasePublic:
+    """Mark a finished case open again; its stored reports are flagged ``stale``."""
+    case = svc.reopen_case(db, project, case_id, user_id=user.id)
     return _public(case, svc.case_counts(db, project.id))

@@ -224,6 +224,7 @@ def report_public(report: Report, project_name: str | None) -> ReportPublic:
         sha256=report.sha256,
         size_bytes=params.get("size_bytes"),
         params=params,
+        stale=bool(params.get("stale")),
         created_at=report.created_at,
         download_url=f"/api/reports/{report.id}/download",
     )

@@ -19,7 +19,9 @@ from loupe.settings import Settings
 router = APIRouter(prefix="/projects/{project_id}/items", tags=["items"])
 
 
-def item_public(row: item_query.ItemRow, settings: Settings) -> ItemPublic:
+def item_public(
+    row: item_query.ItemRow, settings: Settings, *, members: bool = False
+) -> ItemPublic:
     item, ann, pred = row.item, row.annotation, row.prediction
     annotation = None
     if ann is not None and ann.kind != NONE_KIND:
@@ -45,6 +47,7 @@ def item_public(row: item_query.ItemRow, settings: Settings) -> ItemPublic:
             output=pred.output,
             flagged=pred.flagged,
             flag_reason=pred.flag_reason,
+            members=dict(pred.members or {}) if members else None,
         )
     return ItemPublic(
         id=item.id,
@@ -81,6 +84,16 @@ def list_items(
     flagged: bool | None = None,
     predicted: str | None = Query(None, description="the active model's drafted class"),
     search: str | None = Query(None, max_length=200, description="part of the file name"),
+    flag_reason: str | None = Query(
+        None, max_length=200, description="the draft's flag reason, or its start"
+    ),
+    origin: str | None = Query(None, description="the label's origin: human|model_accepted"),
+    min_confidence: float | None = Query(None, ge=0, le=1),
+    max_confidence: float | None = Query(None, ge=0, le=1),
+    sort: str = Query(
+        "id", description="id|confidence|-confidence|uncertainty|-uncertainty (drafts; none last)"
+    ),
+    members: bool = Query(False, description="include each ensemble member's draft"),
     limit: int = Query(100, ge=1, le=1000),
     offset: Offset = 0,
     after_id: int | None = Query(
@@ -95,13 +108,20 @@ def list_items(
         flagged=flagged,
         predicted=predicted,
         search=search,
+        flag_reason=flag_reason,
+        origin=origin,
+        min_confidence=min_confidence,
+        max_confidence=max_confidence,
     )
     rows, total = item_query.list_items(
-        db, project, f, limit=limit, offset=offset, after_id=after_id, with_count=count
+        db, project, f, limit=limit, offset=offset, after_id=after_id, with_count=count, sort=sort
     )
-    next_after = rows[-1].item.id if len(rows) == limit else None
+    # keyset paging follows the id order only; other sorts page by offset
+    next_after = rows[-1].item.id if len(rows) == limit and sort == "id" else None
     return ItemsPublic(
-        data=[item_public(r, settings) for r in rows], count=total, next_after_id=next_after
+        data=[item_public(r, settings, members=members) for r in rows],
+        count=total,
+        next_after_id=next_after,
     )
 
 

@@ -31,6 +31,7 @@ from loupe.db.models import Job, ModelVersion
 from loupe.errors import ErrorCode, LoupeError
 from loupe.services.items import query as item_query
 from loupe.services.labels.core import new_change_id
+from loupe.services.projects.cases import ensure_cases_open
 from loupe.services.training import predictions, train
 
 router = APIRouter(prefix="/projects/{project_id}", tags=["models"])
@@ -95,6 +96,7 @@ def accept_one(
     settings: SettingsDep,
 ) -> ItemPublic:
     """Accept the draft as the item's label (origin ``model_accepted``)."""
+    ensure_cases_open(db, project, [item_id])  # 409 case_finished: reopen first
     expected = {item_id: body.version} if body.version is not None else None
     change_id = new_change_id()
     result = predictions.accept(
@@ -125,6 +127,7 @@ def accept_many(
     settings: SettingsDep,
 ) -> LabelBatchResult:
     """Accept many drafts in one change (one undo step)."""
+    ensure_cases_open(db, project, body.item_ids)
     result = predictions.accept(
         db,
         project,

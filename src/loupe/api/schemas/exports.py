@@ -77,6 +77,9 @@ class ReportPublic(BaseModel):
     sha256: str | None
     size_bytes: int | None
     params: dict[str, Any]
+    stale: bool = Field(
+        default=False, description="The case was reopened after this report: regenerate it"
+    )
     created_at: dt.datetime
     download_url: str
 

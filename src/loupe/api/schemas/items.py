@@ -37,6 +37,8 @@ class DraftPublic(BaseModel):
     output: dict[str, Any]
     flagged: bool
     flag_reason: str | None
+    # each ensemble member's draft ({member: output}), only when asked for (members=true)
+    members: dict[str, Any] | None = None
 
 
 class ItemPublic(BaseModel):

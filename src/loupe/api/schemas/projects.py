@@ -82,6 +82,14 @@ class CaseUpdate(BaseModel):
     status: str | None = Field(default=None, pattern="^(open|finished)$")
 
 
+class CaseMove(BaseModel):
+    """Move items to a case: give ``case_id`` or ``case_name`` (a new name creates the case)."""
+
+    item_ids: list[int] = Field(min_length=1, max_length=10_000)
+    case_id: int | None = Field(default=None, ge=1)
+    case_name: str | None = Field(default=None, min_length=1, max_length=300)
+
+
 class CasePublic(ORMModel):
     id: int
     project_id: int

@@ -30,6 +30,12 @@ const classify: TaskUI = {
         hint: c.name,
         run: () => label({ kind: 'class', label: c.name }, c.name),
       })),
+  flagReasons: [
+    { value: 'novel', text: 'Unlike the labelled images' },
+    { value: 'disagreement', text: 'Models disagree' },
+    { value: 'low_confidence', text: 'Low confidence' },
+    { value: 'ambiguous_set', text: 'More than one likely class' },
+  ],
   importHint: '',
   models: {
     summaryHeading: 'Accuracy / balanced',

@@ -34,6 +34,11 @@ const score: TaskUI = {
       },
     },
   ],
+  flagReasons: [
+    { value: 'novel', text: 'Unlike the labelled images' },
+    { value: 'members differ', text: 'Models disagree' },
+    { value: 'wide interval', text: 'Wide interval' },
+  ],
   importHint: ', scores in one column per metric',
   models: {
     summaryHeading: 'Error',
