@@ -94,8 +94,12 @@ def test_finish_case_report_and_history(
     page.get_by_role("navigation", name="Main").get_by_role("link", name="History").click()
     expect(page).to_have_url(re.compile(r"/history$"))
     table = page.get_by_role("table", name="Reports")
-    rows = table.locator("tbody tr")
+    # the server is shared by the browser tests: alice may have reports of other projects
+    mine = [r for r in api.get("/api/reports/mine").json()["data"] if r["project_id"] == pid]
+    assert len(mine) == 2  # finished once, regenerated once
+    rows = table.locator("tbody tr", has_text="Report E2E")
     expect(rows).to_have_count(2)
+    expect(table.locator("tbody tr").first).to_contain_text("Report E2E")  # newest first
     expect(rows.first).to_contain_text("Report E2E")
     expect(rows.first).to_contain_text("P-001")
     newest = api.get("/api/reports/mine").json()["data"][0]["id"]
