@@ -31,7 +31,8 @@ ROLE_RANK = {
 }
 
 
-def settings_dep() -> Settings:
+async def settings_dep() -> Settings:
+    # async: pure, so FastAPI calls it in the event loop (no thread-pool hop per request)
     return get_settings()
 
 
@@ -99,7 +100,7 @@ def _record_token_use(request: Request, db: Session, settings: Settings, token_i
 OptionalUser = Annotated[User | None, Depends(optional_user)]
 
 
-def current_user(user: OptionalUser) -> User:
+async def current_user(user: OptionalUser) -> User:
     if user is None:
         raise LoupeError(ErrorCode.UNAUTHENTICATED, "log in first")
     return user
@@ -108,7 +109,7 @@ def current_user(user: OptionalUser) -> User:
 CurrentUser = Annotated[User, Depends(current_user)]
 
 
-def admin_user(user: CurrentUser) -> User:
+async def admin_user(user: CurrentUser) -> User:
     if not user.is_admin:
         raise LoupeError(ErrorCode.FORBIDDEN, "site administrators only")
     return user
