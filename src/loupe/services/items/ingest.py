@@ -30,16 +30,13 @@ Rules, in one place:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 
@@ -55,7 +52,6 @@ from loupe.services.items.ingest_files import (
     Probed,
     Source,
     group_dicom,
-    media_path,
     prepare_file,
     prepare_series,
 )
@@ -66,6 +62,11 @@ from loupe.services.items.ingest_rows import (
     IngestReport,
     ItemWriter,
 )
+from loupe.services.items.uploads import SavedUpload as SavedUpload
+from loupe.services.items.uploads import UploadSink as UploadSink
+from loupe.services.items.uploads import save_upload as save_upload
+from loupe.services.items.uploads import save_upload_info as save_upload_info
+from loupe.services.items.uploads import upload_folder_case
 from loupe.services.projects.case_pattern import compile_case_pattern
 from loupe.settings import Settings
 
@@ -262,127 +263,6 @@ def _guard(label: str, work: Callable[[], T]) -> T | str:
 
 
 # --- Uploads -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SavedUpload:
-    """An upload stored in the media folder. ``created``: this upload wrote the file."""
-
-    path: Path
-    filename: str
-    created: bool
-
-
-class UploadSink:
-    """Streams one upload into the media folder while hashing it.
-
-    Bytes go to a temporary file next to their final place; ``finish`` renames
-    it to ``media/<sha[:2]>/<sha><suffix>``. Past ``max_bytes`` the temporary
-    file is deleted and ``LoupeError(TOO_LARGE)`` raised.
-    """
-
-    def __init__(self, settings: Settings, filename: str, *, max_bytes: int) -> None:
-        self.settings = settings
-        self.filename = filename
-        self.max_bytes = max_bytes
-        self.size = 0
-        self._digest = hashlib.sha256()
-        settings.media_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=settings.media_dir, prefix=".upload-")
-        self._tmp = Path(tmp)
-        self._handle: IO[bytes] | None = os.fdopen(fd, "wb")
-
-    def write(self, chunk: bytes) -> None:
-        if self._handle is None:
-            raise ValueError("write() after finish() or abort()")
-        self.size += len(chunk)
-        if self.size > self.max_bytes:
-            self.abort()
-            raise LoupeError(
-                ErrorCode.TOO_LARGE,
-                f"{self.filename!r} is larger than the upload limit of "
-                f"{_human_bytes(self.max_bytes)}",
-                filename=self.filename,
-                max_bytes=self.max_bytes,
-            )
-        self._digest.update(chunk)
-        self._handle.write(chunk)
-
-    def finish(self) -> SavedUpload:
-        if self._handle is None:
-            raise ValueError("finish() after finish() or abort()")
-        self._handle.close()
-        self._handle = None
-        dest = media_path(self.settings, self._digest.hexdigest(), self.filename)
-        if dest.exists():  # the same bytes were uploaded before
-            self._tmp.unlink(missing_ok=True)
-            return SavedUpload(dest, self.filename, created=False)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self._tmp, dest)
-        return SavedUpload(dest, self.filename, created=True)
-
-    def abort(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-        self._tmp.unlink(missing_ok=True)
-
-
-def _human_bytes(n: int) -> str:
-    if n < 1024:
-        return f"{n} bytes"
-    size = float(n)
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        size /= 1024
-        if size < 1024 or unit == "TiB":
-            break
-    return f"{size:.1f} {unit}"
-
-
-def save_upload(
-    settings: Settings,
-    source: IO[bytes] | Iterable[bytes],
-    filename: str,
-    *,
-    max_bytes: int,
-    chunk_size: int = 1 << 20,
-) -> Path:
-    """Stream a file object or an iterable of chunks into the media folder; return its path.
-
-    Raises ``LoupeError(TOO_LARGE)`` (nothing left on disk) past ``max_bytes``.
-    """
-    return save_upload_info(
-        settings, source, filename, max_bytes=max_bytes, chunk_size=chunk_size
-    ).path
-
-
-def save_upload_info(
-    settings: Settings,
-    source: IO[bytes] | Iterable[bytes],
-    filename: str,
-    *,
-    max_bytes: int,
-    chunk_size: int = 1 << 20,
-) -> SavedUpload:
-    """Like :func:`save_upload`, also saying whether this call created the file."""
-    sink = UploadSink(settings, filename, max_bytes=max_bytes)
-    try:
-        if hasattr(source, "read"):
-            while chunk := source.read(chunk_size):
-                sink.write(chunk)
-        else:
-            for chunk in source:
-                sink.write(chunk)
-        return sink.finish()
-    except BaseException:
-        sink.abort()
-        raise
-
-
-def upload_folder_case(filename: str) -> str | None:
-    """The case of an upload named ``root/case/.../file`` (a browser folder upload)."""
-    parts = PurePosixPath(filename.replace("\\", "/")).parts
-    return parts[1] if len(parts) >= 3 else None
 
 
 def ingest_uploaded(
