@@ -109,10 +109,6 @@ class ExportLayout:
     version_numbers: dict[int, int] = field(default_factory=dict)
 
     @property
-    def metrics(self) -> tuple[str, ...]:
-        return self.kind_columns.keys
-
-    @property
     def columns(self) -> list[str]:
         cols = ["item_id", "filename", "sha256", "case"]
         cols += [f"meta_{k}" for k in self.meta_fields]

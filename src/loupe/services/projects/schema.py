@@ -14,7 +14,6 @@ from loupe.tasks.base import PALETTE, RESERVED_LABELS, LabelValue
 __all__ = [
     "PALETTE",
     "RESERVED_LABELS",
-    "class_names",
     "schema_from_cli",
     "validate_label",
     "validate_schema",
@@ -31,10 +30,6 @@ def schema_from_cli(
 ) -> dict[str, Any]:
     """Build a schema from ``--classes a,b,c`` or ``--metrics name:min:max:step,...``."""
     return kind_of(task).schema_from_cli(classes=classes, metrics=metrics)
-
-
-def class_names(schema: dict[str, Any]) -> list[str]:
-    return [c["name"] for c in schema.get("classes", [])]
 
 
 def validate_label(
