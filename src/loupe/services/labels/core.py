@@ -55,9 +55,24 @@ def new_change_id() -> str:
 
 def _current(db: Session, item_id: int) -> Annotation | None:
     stmt = select(Annotation).where(Annotation.item_id == item_id)
-    if db.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
+    if locks_rows(db):
+        # Locked and re-read (populate_existing): a row this session loaded
+        # before may be older than the one the lock protects.
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
     return db.scalar(stmt)
+
+
+def locks_rows(db: Session) -> bool:
+    """Whether writers lock the annotation row (PostgreSQL); SQLite's writers
+    take the whole database at BEGIN IMMEDIATE, so what they read is current."""
+    return db.get_bind().dialect.name == "postgresql"
+
+
+class _Unread:
+    """Marker: the caller has not read the current annotation."""
+
+
+UNREAD = _Unread()
 
 
 def get_item(db: Session, project: Project, item_id: int) -> Item:
@@ -80,7 +95,7 @@ def _check_version(ann: Annotation | None, expected: int | None, item_id: int) -
         )
 
 
-def _write(
+def write(
     db: Session,
     project: Project,
     item_id: int,
@@ -94,8 +109,9 @@ def _write(
     model_version_id: int | None = None,
     restoring: bool = False,
     reverts: str | None = None,
+    current: Annotation | None | _Unread = UNREAD,
 ) -> Annotation | None:
-    ann = _current(db, item_id)
+    ann = _current(db, item_id) if isinstance(current, _Unread) else current
     _check_version(ann, expected_version, item_id)
     if (
         origin == MODEL
@@ -178,7 +194,7 @@ def set_label(
     model_version_id: int | None = None,
 ) -> Annotation:
     get_item(db, project, item_id)
-    ann = _write(
+    ann = write(
         db,
         project,
         item_id,
@@ -205,7 +221,7 @@ def clear_label(
     group_id: str | None = None,
 ) -> Annotation | None:
     get_item(db, project, item_id)
-    return _write(
+    return write(
         db,
         project,
         item_id,
@@ -244,7 +260,7 @@ def write_snapshot(
             data=snap.get("data"),
             note=snap.get("note"),
         )
-    return _write(
+    return write(
         db,
         project,
         item_id,
@@ -317,7 +333,7 @@ def batch_apply(
         try:
             with db.begin_nested():
                 before_version = _version_of(db, item_id)
-                ann = _write(
+                ann = write(
                     db,
                     project,
                     item_id,

@@ -121,13 +121,18 @@ def ensure_cases_open(db: Session, project: Project, item_ids: Sequence[int]) ->
         .order_by(Case.id)
     ).all()
     if finished:
-        names = ", ".join(repr(name) for _, name in finished)
-        raise LoupeError(
-            ErrorCode.CASE_FINISHED,
-            f"case {names} is finished; reopen it to change its labels",
-            project_id=project.id,
-            case_ids=[int(cid) for cid, _ in finished],
-        )
+        raise case_finished(project.id, [(int(cid), str(name)) for cid, name in finished])
+
+
+def case_finished(project_id: int, finished: Sequence[tuple[int, str]]) -> LoupeError:
+    """The CASE_FINISHED error for ``(case id, name)`` pairs (the client reopens, retries)."""
+    names = ", ".join(repr(name) for _, name in finished)
+    return LoupeError(
+        ErrorCode.CASE_FINISHED,
+        f"case {names} is finished; reopen it to change its labels",
+        project_id=project_id,
+        case_ids=[cid for cid, _ in finished],
+    )
 
 
 def move_items(
