@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from loupe.db.models import Item, Project
+from loupe.db.session import session_scope
 from loupe.errors import ErrorCode, LoupeError
 from loupe.media import MediaError
 from loupe.media import tiles as media_tiles
@@ -70,6 +71,20 @@ def thumbnail_by_content(db: Session, settings: Settings, sha256: str) -> Path:
     if item is None:
         raise LoupeError(ErrorCode.NOT_FOUND, "no such thumbnail")
     return thumbnail_path(settings, item)
+
+
+def cached_thumbnail(settings: Settings, sha256: str) -> bytes | None:
+    """The stored thumbnail's bytes, or None when it has to be (re)built."""
+    try:
+        return thumbnail_file(settings, sha256).read_bytes()
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+
+
+def rebuild_thumbnail(settings: Settings, sha256: str) -> bytes:
+    """Build a missing thumbnail in a transaction of its own (NOT_FOUND if no item has it)."""
+    with session_scope(settings.db_url, write=False) as db:
+        return thumbnail_by_content(db, settings, sha256).read_bytes()
 
 
 def _unreadable(source: TileSource, exc: MediaError) -> LoupeError:
