@@ -14,11 +14,10 @@ from typing import Annotated, TypeVar
 from fastapi import Depends, Path, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from loupe.db.models import Membership, Project, ProjectRole, User
+from loupe.db.models import Project, ProjectRole, User
 from loupe.db.session import session_scope
 from loupe.errors import ErrorCode, LoupeError
 from loupe.services.auth import core as auth
@@ -216,15 +215,8 @@ async def admin_user(user: CurrentUser) -> User:
 AdminUser = Annotated[User, Depends(admin_user)]
 
 
-def project_role(db: Session, project: Project, user: User) -> str | None:
-    """The user's effective role in a project (site admins act as owners)."""
-    if user.is_admin:
-        return ProjectRole.owner.value
-    return db.scalar(
-        select(Membership.role).where(
-            Membership.project_id == project.id, Membership.user_id == user.id
-        )
-    )
+# The caller's effective role in a project (one rule, in services.auth).
+project_role = auth.project_role
 
 
 ProjectIdPath = Annotated[int, Path(ge=1, le=2**31 - 1)]

@@ -270,12 +270,29 @@ def session_user_and_project(
         return None, None, None
     if project is None:
         return user, None, None
-    return user, project, (ProjectRole.owner.value if user.is_admin else role)
+    return user, project, effective_role(user, role)
 
 
 def end_session(db: Session, data: SessionData) -> None:
     """Log out: delete the server-side session (every copy of its cookie stops working)."""
     db.execute(delete(UserSession).where(UserSession.id_hash == _session_digest(data.session_id)))
+
+
+def effective_role(user: User, membership_role: str | None) -> str | None:
+    """The one rule for a caller's role in a project: site admins act as owners."""
+    return ProjectRole.owner.value if user.is_admin else membership_role
+
+
+def project_role(db: Session, project: Project, user: User) -> str | None:
+    """The user's effective role in ``project`` (None: not a member)."""
+    if user.is_admin:
+        return effective_role(user, None)
+    role = db.scalar(
+        select(Membership.role).where(
+            Membership.project_id == project.id, Membership.user_id == user.id
+        )
+    )
+    return effective_role(user, role)
 
 
 def project_and_role(db: Session, project_id: int, user: User) -> tuple[Project | None, str | None]:
@@ -294,4 +311,4 @@ def project_and_role(db: Session, project_id: int, user: User) -> tuple[Project 
     if found is None:
         return None, None
     project, role = found
-    return project, (ProjectRole.owner.value if user.is_admin else role)
+    return project, effective_role(user, role)
