@@ -18,6 +18,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
+# Binary bodies (a mask archive, a gzip'd NIfTI) are sent as raw bytes.
+schemathesis.serializer.alias(["application/zip", "application/gzip"], "application/octet-stream")
+
 EXCLUDED_PATHS = r"^/api/jobs/(selftest|\{job_id\}/events)$"
 MAX_EXAMPLES = 6
 
