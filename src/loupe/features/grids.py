@@ -29,20 +29,30 @@ def block_mean(array: np.ndarray, factor: int) -> np.ndarray:
     return sums / n.reshape(gr, gc, *([1] * (array.ndim - 2)))
 
 
-def _upsample_axis0(x: np.ndarray, factor: int, n_out: int) -> np.ndarray:
-    """Bilinear integer upsampling along axis 0 with half-pixel centres: each output
-    phase is a weighted sum of two shifted slices (no gather, no matrix)."""
-    n = x.shape[0]
-    padded = np.concatenate([x[:1], x, x[-1:]], axis=0)
-    centre, before, after = padded[1:-1], padded[:-2], padded[2:]
-    phases = []
+def _upsample_axis(x: np.ndarray, factor: int, n_out: int, axis: int) -> np.ndarray:
+    """Bilinear integer upsampling along ``axis`` (0 or 1) with half-pixel centres:
+    each output phase is written in place as a weighted sum of the input and its
+    shifted neighbour (no gather, no matrix, no transposed copies)."""
+    n = x.shape[axis]
+    shape = list(x.shape)
+    shape[axis] = n * factor
+    out = np.empty(shape, dtype=np.float32)
+
+    def cut(start: int | None, stop: int | None, step: int | None = None) -> tuple[slice, ...]:
+        return (slice(None),) * axis + (slice(start, stop, step),)
+
     for k in range(factor):
         offset = (k + 0.5) / factor - 0.5
         weight = np.float32(abs(offset))
-        neighbour = before if offset < 0 else after
-        phases.append(centre * (1 - weight) + neighbour * weight)
-    out = np.stack(phases, axis=1).reshape(n * factor, *x.shape[1:])
-    return out[:n_out]
+        dst = out[cut(k, None, factor)]
+        np.multiply(x, np.float32(1) - weight, out=dst)
+        if offset < 0:  # the neighbour before; the first cell clamps to itself
+            dst[cut(1, None)] += weight * x[cut(None, -1)]
+            dst[cut(0, 1)] += weight * x[cut(0, 1)]
+        else:
+            dst[cut(None, -1)] += weight * x[cut(1, None)]
+            dst[cut(-1, None)] += weight * x[cut(-1, None)]
+    return out[cut(None, n_out)]
 
 
 def resample_grid(
@@ -62,8 +72,8 @@ def resample_grid(
         out = block_mean(data, int(round(1 / ratio)))
     elif ratio > 1 and float(ratio).is_integer():
         factor = int(ratio)
-        rows = _upsample_axis0(data, factor, shape[0])
-        out = _upsample_axis0(rows.transpose(1, 0, 2), factor, shape[1]).transpose(1, 0, 2)
+        rows = _upsample_axis(data, factor, shape[0], 0)
+        out = _upsample_axis(rows, factor, shape[1], 1)
     else:
         h, w, c = data.shape
         by_rows = resample_matrix(h, ratio, shape[0]) @ data.reshape(h, w * c)

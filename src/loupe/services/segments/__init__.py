@@ -1,0 +1,1 @@
+"""2-D segmentation use cases: annotation payloads, mask files, training, heatmaps."""
