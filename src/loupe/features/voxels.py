@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -158,7 +159,8 @@ def cached_voxel_features(
         if cached.shape == shape and cached.dtype == np.float32:
             return cached
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    # one partial file per process and thread: two requests may compute the same cache
+    partial = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.partial")
     out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=shape)
     try:
         voxel_features(

@@ -61,15 +61,65 @@ def sort_series(paths: Iterable[PathLike], *, max_pixels: int = DEFAULT_MAX_PIXE
 
     z_step = None
     if positions is not None and len(headers) > 1:
-        steps = np.abs(np.diff(sorted(positions)))
-        steps = steps[steps > 1e-4]
-        z_step = float(np.median(steps)) if steps.size else None
+        _check_orientations(headers)
+        z_step = check_uniform_spacing(sorted(positions))
     if z_step is None:
         z_step = slice_step(slices[0].ds)
     pixel = pixel_spacing(slices[0].ds)
     spacing = (z_step or 1.0, *(pixel or (1.0, 1.0)))
     assumed = z_step is None or pixel is None
     return SortedSeries(slices, (spacing[0], spacing[1], spacing[2]), assumed, ordered_by)
+
+
+# Slice steps may differ by this fraction of the median step (rounding in IPP values).
+SPACING_TOLERANCE = 0.01
+
+
+def check_uniform_spacing(positions: list[float]) -> float:
+    """The slice step (mm) of sorted slice positions; MediaError for two slices at one
+    position, missing slices (a gap of about a multiple of the step) or otherwise
+    non-uniform spacing. A volume needs one spacing: ITK readers silently use the mean
+    and put every slice after a gap in the wrong place."""
+    steps = np.diff(np.asarray(positions, dtype=np.float64))
+    if steps.size == 0:
+        raise ValueError("positions must hold at least two slices")
+    step = float(np.median(steps))
+    duplicates = int(np.count_nonzero(steps < max(1e-4, step * 0.05)))
+    if duplicates:
+        raise MediaError(
+            f"{duplicates} slice(s) share a position with another slice: the files mix "
+            "series, time points or echoes; import one series at a time"
+        )
+    tolerance = max(SPACING_TOLERANCE * step, 1e-3)
+    off = np.flatnonzero(np.abs(steps - step) > tolerance)
+    if off.size == 0:
+        return step
+    first = int(off[0])
+    ratio = float(steps[first] / step)
+    where = f"between slices {first + 1} and {first + 2} (of {len(positions)})"
+    if ratio > 1.5 and abs(ratio - round(ratio)) < 0.1:
+        missing = int(sum(round(float(s / step)) - 1 for s in steps[off] if s > 1.5 * step))
+        raise MediaError(
+            f"missing slices: a gap of {steps[first]:.3g} mm {where} where the spacing is "
+            f"{step:.3g} mm (about {missing} slice(s) missing)"
+        )
+    raise MediaError(
+        f"non-uniform slice spacing: {steps[first]:.3g} mm {where}, "
+        f"{step:.3g} mm elsewhere ({off.size} irregular step(s))"
+    )
+
+
+def _check_orientations(headers: list[DicomHeader]) -> None:
+    orientations = set()
+    for header in headers:
+        value = header.ds.get("ImageOrientationPatient")
+        if value is not None:
+            orientations.add(tuple(round(float(v), 3) for v in value))
+    if len(orientations) > 1:
+        raise MediaError(
+            f"slices of the series have {len(orientations)} different orientations "
+            "(mixed series, e.g. a localizer); import one series at a time"
+        )
 
 
 def _instance(header: DicomHeader) -> int:

@@ -3,16 +3,15 @@
 // the server has but this table lacks gets a generic UI instead of a crash.
 import classify from './classify';
 import score from './score';
+import segment from './segment';
+import volume from './volume';
 import { genericUI, type KindNames } from './generic';
 import type { TaskUI } from './types';
 
-export const TASK_UI: Record<string, TaskUI> = { classify, score };
+export const TASK_UI: Record<string, TaskUI> = { classify, score, segment, volume };
 
 /** Kinds the server knows whose web UI comes later: named here so menus can offer them. */
-const PLANNED: Record<string, KindNames> = {
-  segment: { label: 'Segmentation', title: 'Segment', description: '2-D masks per class' },
-  volume: { label: '3-D volumes', title: 'Volume', description: '3-D masks per class' },
-};
+const PLANNED: Record<string, KindNames> = {};
 
 /** The kinds to offer before the server's /api/info has answered. */
 export const KNOWN_TASKS: string[] = [...Object.keys(TASK_UI), ...Object.keys(PLANNED)];

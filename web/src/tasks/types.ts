@@ -90,7 +90,15 @@ export interface ModelsUI {
   Charts: Component<{ version: ModelVersion }>;
 }
 
+/** A kind's own page for one item (e.g. the 3-D editor), shown by the item viewer route. */
+export interface ViewerProps {
+  project: Project;
+  item: Item;
+}
+
 export interface TaskUI {
+  /** The item page's content; absent: the zoomable 2-D image viewer. */
+  Viewer?: Component<ViewerProps> | null;
   /** Its name in lists, e.g. 'Classification'. */
   label: string;
   /** Its name and a line about it on the New project page. */

@@ -1,2 +1,3 @@
-"""3-D volume use cases that need no database yet: nnU-Net raw dataset export and
-DICOM-SEG export of label masks (the API and jobs wire them to projects)."""
+"""3-D volume use cases: serving volumes and masks on their grid, corrections with
+their audit, interactive segmentation, automatic segmentation and retraining jobs,
+the dashboard, and exports (masks, nnU-Net raw dataset, DICOM-SEG)."""
