@@ -22,7 +22,10 @@ PUBLIC = {
     ("GET", "/api/health"),
 }
 # Reads sent as POST (a query in the body): a viewer may call them, nothing is written.
-READS_BY_POST = {("POST", "/api/projects/{project_id}/similar")}
+READS_BY_POST = {
+    ("POST", "/api/projects/{project_id}/similar"),
+    ("POST", "/api/projects/{project_id}/items/by-ids"),
+}
 # Routes that take a signed URL instead of a session: 403 without the signature.
 SIGNED = {("GET", "/api/thumbs/{sha256}.jpg")}
 # Routes any logged-in user may call for themselves (they create or read only

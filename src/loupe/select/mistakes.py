@@ -14,7 +14,15 @@ from typing import ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
-from loupe.select.base import FloatArray, IntArray, Ranked, SelectionRequest, Strategy, make_ranked
+from loupe.select.base import (
+    FloatArray,
+    IntArray,
+    Ranked,
+    SelectionRequest,
+    Strategy,
+    make_ranked,
+    one_blas_thread,
+)
 
 
 def out_of_fold_probs(
@@ -82,6 +90,10 @@ class Mistakes(Strategy):
     labelled_items = True
 
     def __call__(self, req: SelectionRequest) -> Ranked:
+        with one_blas_thread():
+            return self._rank(req)
+
+    def _rank(self, req: SelectionRequest) -> Ranked:
         assert req.labels is not None
         labels = np.asarray(req.labels, dtype=np.int64)
         rows = np.flatnonzero(labels >= 0)

@@ -18,6 +18,7 @@ from loupe.select.base import (
     SelectionRequest,
     Strategy,
     make_ranked,
+    one_blas_thread,
     param_choice,
     top_rows,
 )
@@ -86,6 +87,10 @@ class Oddities(Strategy):
     needs = frozenset({"features"})
 
     def __call__(self, req: SelectionRequest) -> Ranked:
+        with one_blas_thread():
+            return self._rank(req)
+
+    def _rank(self, req: SelectionRequest) -> Ranked:
         assert req.features is not None
         method = param_choice(req, "method", METHODS)
         score = outlier_scores(req.features, method=method, seed=req.seed)

@@ -72,8 +72,38 @@ function same(a: Annotation | null, b: LabelValue | null): boolean {
   return true;
 }
 
+/** Most ids an `ids` selection loads (the by-ids endpoint's limit). */
+export const MAX_IDS = 5000;
+
+/**
+ * A list of item ids shown instead of the filtered list: a queue pull, similar
+ * items, a click or a lasso on the map. `label` says where it came from.
+ */
+export interface IdsSelection {
+  ids: number[];
+  label: string;
+}
+
+/** The map page hands a selection to the project page through sessionStorage. */
+export function handOffIds(projectId: number, sel: IdsSelection): void {
+  sessionStorage.setItem(`loupe.ids.${projectId}`, JSON.stringify(sel));
+}
+
+export function takeHandedIds(projectId: number): IdsSelection | null {
+  const raw = sessionStorage.getItem(`loupe.ids.${projectId}`);
+  if (!raw) return null;
+  try {
+    const sel = JSON.parse(raw) as IdsSelection;
+    return Array.isArray(sel.ids) ? { ids: sel.ids.map(Number), label: String(sel.label ?? '') } : null;
+  } catch {
+    return null;
+  }
+}
+
 export class Grid {
   projectId: number;
+  /** Set while the grid shows an ids selection rather than the filtered list. */
+  selection: IdsSelection | null = $state(null);
   items: Item[] = $state([]);
   count: number | null = $state(null);
   nextAfter: number | null = $state(null);
@@ -100,8 +130,55 @@ export class Grid {
     return this.items.findIndex((i) => i.id === id);
   }
 
+  /** Show exactly these items, in this order (the filters are left aside until `load`). */
+  async loadIds(ids: number[], label: string): Promise<void> {
+    const want = [...new Set(ids)].slice(0, MAX_IDS);
+    this.selection = { ids: want, label };
+    const gen = ++this.generation;
+    this.loading = true;
+    this.error = '';
+    try {
+      const data = await this.fetchIds(want);
+      if (gen !== this.generation) return;
+      this.items = data;
+      this.count = data.length;
+      this.nextAfter = null;
+      this.moreSorted = false;
+      this.focus = 0;
+      this.anchor = 0;
+      this.selected = new Set();
+    } catch (e) {
+      if (gen === this.generation) this.error = messageOf(e);
+    } finally {
+      if (gen === this.generation) this.loading = false;
+    }
+  }
+
+  /** The neighbours of these items (cosine on the features), the queries first. */
+  async loadSimilar(ids: number[], what: string, k = 100): Promise<void> {
+    try {
+      const res = await api.post('/api/projects/{project_id}/similar', {
+        path: { project_id: this.projectId },
+        body: { item_ids: ids, k, combine: 'mean' },
+      });
+      await this.loadIds([...ids, ...res.items.map((i) => i.id)], `Similar to ${what}`);
+    } catch (e) {
+      toast(messageOf(e), 'error');
+    }
+  }
+
+  private async fetchIds(ids: number[]): Promise<Item[]> {
+    if (!ids.length) return [];
+    const res = await api.post('/api/projects/{project_id}/items/by-ids', {
+      path: { project_id: this.projectId },
+      body: { item_ids: ids },
+    });
+    return res.data;
+  }
+
   async load(filter: Filter): Promise<void> {
     this.filter = filter;
+    this.selection = null;
     const gen = ++this.generation;
     this.loading = true;
     this.error = '';
@@ -126,6 +203,7 @@ export class Grid {
 
   /** The next keyset page (scrolling near the end). */
   async loadMore(): Promise<void> {
+    if (this.selection) return; // an ids selection is loaded whole
     const bySort = sorted(this.filter);
     if (this.loading || (bySort ? !this.moreSorted : this.nextAfter === null)) return;
     const gen = this.generation;
@@ -151,7 +229,7 @@ export class Grid {
   /** Items created after the last one loaded (uploads finishing), when the list is complete. */
   async loadNewer(): Promise<void> {
     // a sorted list has no "after the last id": new items show on the next reload
-    if (this.loading || this.nextAfter !== null || sorted(this.filter)) return;
+    if (this.selection || this.loading || this.nextAfter !== null || sorted(this.filter)) return;
     const gen = this.generation;
     const last = this.items.length ? this.items[this.items.length - 1].id : 0;
     try {
@@ -416,6 +494,17 @@ export class Grid {
    */
   async reloadLoaded(): Promise<void> {
     const gen = this.generation;
+    if (this.selection) {
+      try {
+        const data = await this.fetchIds(this.selection.ids);
+        if (gen !== this.generation) return;
+        const byId = new Map(data.map((i) => [i.id, i] as const));
+        this.items = this.items.map((i) => byId.get(i.id) ?? i);
+      } catch (e) {
+        this.error = messageOf(e);
+      }
+      return;
+    }
     const want = Math.min(1000, Math.max(PAGE, this.items.length));
     try {
       const page = await api.get('/api/projects/{project_id}/items', {

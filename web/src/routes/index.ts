@@ -4,6 +4,7 @@ import type { Component } from 'svelte';
 import ExportPage from './ExportPage.svelte';
 import History from './History.svelte';
 import Login from './Login.svelte';
+import MapPage from './MapPage.svelte';
 import Members from './Members.svelte';
 import Models from './Models.svelte';
 import NewProject from './NewProject.svelte';
@@ -44,6 +45,7 @@ export const ROUTES: PageRoute[] = [
   page('new-project', /^\/projects\/new$/, NewProject, none),
   page('members', /^\/projects\/(?<id>\d+)\/members$/, Members, project),
   page('models', /^\/projects\/(?<id>\d+)\/models$/, Models, project),
+  page('map', /^\/projects\/(?<id>\d+)\/map$/, MapPage, project),
   page('export', /^\/projects\/(?<id>\d+)\/export$/, ExportPage, project),
   page('viewer', /^\/projects\/(?<id>\d+)\/items\/(?<item>\d+)\/view$/, Viewer, (p) => ({
     projectId: Number(p.id),
