@@ -6,10 +6,11 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from loupe.cli_backup import register as register_backup_commands
 from loupe.cli_common import _fail, _migrated_settings, _settings
 from loupe.cli_exports import register as register_export_commands
 from loupe.errors import LoupeError
@@ -44,6 +45,9 @@ def serve(
         bool,
         typer.Option(help="Start a job worker process (off when LOUPE_QUEUE_URL is redis)"),
     ] = True,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Web server processes (share the port; see docs/deploy.md)")
+    ] = 1,
 ) -> None:
     """Run the web app and API and, by default, a job worker in a child process.
 
@@ -62,11 +66,22 @@ def serve(
     if worker and not (settings.queue_url or "").startswith("redis"):
         child = _start_worker_process(settings.worker_threads)
     try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+        if workers > 1:
+            # Each process builds its own app (the schema was migrated above, once).
+            uvicorn.run("loupe.cli:web_app", factory=True, host=host, port=port, workers=workers)
+        else:
+            uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
     finally:
         if child is not None:
             # Each queue's jobs get WORKER_SHUTDOWN_S in turn, then the child exits.
             child.stop(timeout_s=WORKER_SHUTDOWN_S * len(QUEUES) + 5)
+
+
+def web_app() -> Any:
+    """The app of one ``loupe serve --workers N`` process (uvicorn's factory)."""
+    from loupe.api.app import create_app
+
+    return create_app(_settings(), migrate=False)
 
 
 def _start_worker_process(threads: int) -> WorkerProcess:
@@ -386,6 +401,7 @@ def train(
 
 
 register_export_commands(app)
+register_backup_commands(app)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

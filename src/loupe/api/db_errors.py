@@ -4,11 +4,13 @@
   serialization failures and deadlocks, a full connection pool): 503 with
   ``Retry-After`` (the client should send the same request again);
 - a unique or foreign-key violation from a concurrent write: 409;
-- a value the column cannot hold (too long, out of range, a NUL character): 422.
+- a value the column cannot hold (too long, out of range, a NUL character): 422;
+- no space left on LOUPE_HOME's disk (ENOSPC, EDQUOT): 503 naming the cause.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import sqlite3
 from collections.abc import Iterable
@@ -86,7 +88,23 @@ def _database_error(_request: Request, exc: Exception) -> JSONResponse:
     return loupe_error_response(mapped)
 
 
+def _storage_error(_request: Request, exc: Exception) -> JSONResponse:
+    """A full disk (or quota) under LOUPE_HOME: a clear 503, not an internal error."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        log.error("storage full: %s", exc)
+        return loupe_error_response(
+            LoupeError(
+                ErrorCode.UNAVAILABLE,
+                "no space left on the server's storage (LOUPE_HOME); nothing was saved. "
+                "Ask an administrator to free space, then send it again",
+            )
+        )
+    raise exc  # any other OS error stays an internal error, handled as before
+
+
 def add_database_error_handlers(app: FastAPI) -> None:
-    """Register the handlers on ``app`` (one per SQLAlchemy exception family)."""
+    """Register the handlers on ``app`` (one per SQLAlchemy exception family, and
+    one for a full disk, the other resource a write can run out of)."""
     app.add_exception_handler(sa_exc.DBAPIError, _database_error)
     app.add_exception_handler(sa_exc.TimeoutError, _database_error)
+    app.add_exception_handler(OSError, _storage_error)
