@@ -335,6 +335,15 @@ def test_export_job_writes_a_file_to_download(
     assert dl.headers["content-type"].startswith("text/csv") and len(read_csv(dl.content)) == 7
     bad = owner.post(f"/api/projects/{pid}/exports", json={"split": [0.5, 0.6, 0]})
     assert bad.status_code == 422
+    # formats come from the exporter registry: unknown, or of another kind -> 422 naming them
+    bad = owner.post(f"/api/projects/{pid}/exports", json={"format": "parquet"})
+    assert bad.status_code == 422 and "'zip'" in bad.json()["detail"]["message"]
+    bad = owner.post(f"/api/projects/{pid}/exports", json={"format": "nnunet"})
+    assert bad.status_code == 422 and "volume projects" in bad.json()["detail"]["message"]
+    info = owner.get("/api/info").json()
+    by_name = {e["name"]: e for e in info["exporters"]}
+    assert by_name["zip"]["kinds"] == [] and by_name["segment_masks"]["kinds"] == ["segment"]
+    assert set(info["registries"]["exporters"]) == set(by_name)
 
 
 def _label_table(df: pd.DataFrame) -> list[tuple[str, str, str, str]]:

@@ -23,7 +23,10 @@ def plugin_registries(settings: Settings) -> tuple[dict[str, list[str]], list[di
     from loupe.features import available_backbones
     from loupe.jobs.registry import JOB_KINDS
     from loupe.learn import CLASS_HEADS, SCORE_HEADS
+    from loupe.learn.pixel_heads import PIXEL_HEADS
     from loupe.select import registry as select_registry
+    from loupe.services.exports import registry as export_registry
+    from loupe.services.volumes.predict import SEGMENTER_NAMES
 
     backbones = available_backbones(weights_dir=settings.weights)
     registries: dict[str, list[str]] = {
@@ -33,5 +36,15 @@ def plugin_registries(settings: Settings) -> tuple[dict[str, list[str]], list[di
         "class_heads": sorted(CLASS_HEADS),
         "score_heads": sorted(SCORE_HEADS),
         "strategies": select_registry.names(),
+        "exporters": export_registry.names(),
+        "pixel_heads": sorted(PIXEL_HEADS),
+        "segmenters_3d": sorted(SEGMENTER_NAMES),
     }
     return registries, backbones
+
+
+def exporters() -> list[dict[str, Any]]:
+    """The export formats: ``{name, title, kinds (empty: every kind), media_type}``."""
+    from loupe.services.exports import registry as export_registry
+
+    return export_registry.infos()

@@ -36,6 +36,7 @@ from loupe.errors import ErrorCode, LoupeError
 from loupe.jobs import core as job_service
 from loupe.services.exports import archive as exports_zip
 from loupe.services.exports import core as exports
+from loupe.services.exports.registry import get_exporter
 from loupe.services.labels import import_csv as label_import
 from loupe.services.projects import core as project_service
 from loupe.services.reports import core as reports
@@ -151,6 +152,7 @@ def start_export(
 ) -> Job:
     """Queue an export job; follow it at ``/jobs/{id}`` and fetch the file from
     ``/exports/{id}/download`` when it is done."""
+    get_exporter(body.format, project.task)  # 422 for an unknown or unsuitable format
     f = _filter(body.case_id, body.since, body.until, body.labelled_only)
     exports.check_export(settings, project.id, f)
     db.commit()  # submit() writes in a transaction of its own

@@ -12,7 +12,7 @@ import loupe
 from loupe.api.deps import SessionDep, SettingsDep
 from loupe.services.auth import site
 from loupe.services.auth.core import count_users
-from loupe.services.info import plugin_registries, project_roles, task_kinds
+from loupe.services.info import exporters, plugin_registries, project_roles, task_kinds
 from loupe.services.projects.schema import PALETTE, RESERVED_LABELS
 
 router = APIRouter(tags=["info"])
@@ -32,6 +32,7 @@ class InfoPublic(BaseModel):
     queue: str
     registries: dict[str, list[str]]
     backbones: list[dict[str, Any]]
+    exporters: list[dict[str, Any]]
 
 
 class HealthPublic(BaseModel):
@@ -56,6 +57,7 @@ def info(settings: SettingsDep, db: SessionDep) -> InfoPublic:
         queue="redis" if (settings.queue_url or "").startswith("redis") else "sqlite",
         registries=registries,
         backbones=backbones,
+        exporters=exporters(),
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -13,7 +13,12 @@ from loupe.api.schemas.common import DbId
 class ExportCreate(BaseModel):
     """A large export, written to a file by a job (then ``GET /exports/{job_id}/download``)."""
 
-    format: Literal["zip", "csv"] = "zip"
+    format: str = Field(
+        default="zip",
+        pattern="^[a-z0-9_]{1,32}$",
+        description="an exporter from /api/info (zip, csv, segment_masks, nifti_masks, "
+        "nnunet, dicom_seg ...); one the project's kind has",
+    )
     include_images: bool = Field(
         default=False, description="ZIP only: add images/<class>/<file> (ImageFolder layout)"
     )

@@ -49,6 +49,13 @@ from loupe.services.exports.manifest import FORMAT as FORMAT
 from loupe.services.exports.manifest import FORMAT_VERSION as FORMAT_VERSION
 from loupe.services.exports.manifest import Tally, build_manifest, schema_entry
 from loupe.services.exports.manifest import backbone_hashes as backbone_hashes
+from loupe.services.exports.registry import (
+    Exporter,
+    ExportRequest,
+    get_exporter,
+    output_path,
+    register_exporter,
+)
 from loupe.services.exports.rows import ExportFilter, ExportLayout
 from loupe.services.exports.split import SPLITS as SPLITS
 from loupe.services.exports.split import UNLABELED as UNLABELED
@@ -285,48 +292,72 @@ def export_file_for(settings: Settings, result: dict[str, Any] | None) -> Path:
 
 @register_job_kind(EXPORT_KIND)
 def run_export_job(settings: Settings, ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
-    """The ``export`` job: write a dataset ZIP (or CSV) into ``exports_dir``.
+    """The ``export`` job: the exporter named by ``params["format"]`` writes one file
+    into ``exports_dir`` (:mod:`loupe.services.exports.registry`).
 
-    params: ``project_id``, ``format`` (zip | csv), ``include_images``,
-    ``split_seed``, ``split``, ``case_id``, ``since``, ``until``, ``labelled_only``,
-    ``raw`` (no formula escaping in the CSV).
-    Returns ``{file, filename, format, size_bytes, rows}``.
+    params: ``project_id``, ``format`` (an exporter: zip, csv, nifti_masks ...) and
+    the exporter's own options. Returns at least ``{file, filename, format, size_bytes}``.
     """
     project_id = int(params["project_id"])
-    fmt = str(params.get("format", "zip"))
-    f = ExportFilter(
-        case_id=params.get("case_id"),
-        since=export_rows.parse_when(params.get("since")),
-        until=export_rows.parse_when(params.get("until")),
-        labelled_only=bool(params.get("labelled_only", False)),
-    )
     with session_scope(settings.db_url, write=False) as db:
-        name = export_rows.get_project(db, project_id).name
-    filename = exports.export_basename(name, f".{fmt}")
-    out = settings.exports_dir / str(project_id) / f"job{ctx.job_id}-{filename}"
+        task = export_rows.get_project(db, project_id).task
+    exporter = get_exporter(str(params.get("format", "zip")), task)
 
     def progress(done: int, total: int) -> None:
         ctx.check_cancelled()
         ctx.progress(done / total if total else 1.0, f"{done}/{total} rows")
 
-    extra: dict[str, Any] = {}
-    if fmt == "csv":
-        raw = bool(params.get("raw", False))
-        exports.write_csv(settings, project_id, out, f, raw=raw, progress=progress)
-        with session_scope(settings.db_url, write=False) as db:
-            extra["rows"] = export_rows.count_rows(db, export_rows.get_project(db, project_id), f)
-    elif fmt == "zip":
-        options = DatasetOptions(
-            include_images=bool(params.get("include_images", False)),
-            split_seed=int(params.get("split_seed", 0)),
-            split=split3(params.get("split")),
-            filter=f,
-            raw=bool(params.get("raw", False)),
-        )
-        done = write_dataset_zip(settings, project_id, out, options, progress=progress)
-        extra = {k: done[k] for k in ("rows", "labelled", "images", "missing_images")}
-    else:
-        raise LoupeError(ErrorCode.INVALID, f"export format {fmt!r}: use zip or csv")
+    request = ExportRequest(
+        project_id=project_id, job_id=ctx.job_id, params=params, progress=progress
+    )
+    return exporter.run(settings, request)
+
+
+def _filter(params: dict[str, Any]) -> ExportFilter:
+    return ExportFilter(
+        case_id=params.get("case_id"),
+        since=export_rows.parse_when(params.get("since")),
+        until=export_rows.parse_when(params.get("until")),
+        labelled_only=bool(params.get("labelled_only", False)),
+    )
+
+
+def _target(settings: Settings, request: ExportRequest, suffix: str) -> tuple[Path, str]:
+    with session_scope(settings.db_url, write=False) as db:
+        name = export_rows.get_project(db, request.project_id).name
+    filename = exports.export_basename(name, suffix)
+    return output_path(settings, request, filename), filename
+
+
+def _export_csv(settings: Settings, request: ExportRequest) -> dict[str, Any]:
+    """``labels.csv`` on its own (options: the filter, ``raw``)."""
+    out, filename = _target(settings, request, ".csv")
+    f = _filter(request.params)
+    raw = bool(request.params.get("raw", False))
+    exports.write_csv(settings, request.project_id, out, f, raw=raw, progress=request.progress)
+    with session_scope(settings.db_url, write=False) as db:
+        rows = export_rows.count_rows(db, export_rows.get_project(db, request.project_id), f)
+    return _result(settings, out, filename, "csv", rows=rows)
+
+
+def _export_zip(settings: Settings, request: ExportRequest) -> dict[str, Any]:
+    """The dataset ZIP (options: the filter, ``include_images``, ``split_seed``,
+    ``split``, ``raw``)."""
+    params = request.params
+    out, filename = _target(settings, request, ".zip")
+    options = DatasetOptions(
+        include_images=bool(params.get("include_images", False)),
+        split_seed=int(params.get("split_seed", 0)),
+        split=split3(params.get("split")),
+        filter=_filter(params),
+        raw=bool(params.get("raw", False)),
+    )
+    done = write_dataset_zip(settings, request.project_id, out, options, progress=request.progress)
+    extra = {k: done[k] for k in ("rows", "labelled", "images", "missing_images")}
+    return _result(settings, out, filename, "zip", **extra)
+
+
+def _result(settings: Settings, out: Path, filename: str, fmt: str, **extra: Any) -> dict[str, Any]:
     return {
         "file": str(out.relative_to(settings.exports_dir)),
         "filename": filename,
@@ -334,3 +365,11 @@ def run_export_job(settings: Settings, ctx: JobContext, params: dict[str, Any]) 
         "size_bytes": out.stat().st_size,
         **extra,
     }
+
+
+register_exporter(
+    Exporter("zip", "Dataset ZIP (labels.csv, manifest, optional images)", _export_zip)
+)
+register_exporter(
+    Exporter("csv", "Labels as CSV", _export_csv, media_type="text/csv; charset=utf-8")
+)
