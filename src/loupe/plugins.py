@@ -36,7 +36,15 @@ def load_plugins() -> None:
         import loupe.learn
         import loupe.services.exports.archive
         import loupe.services.items.ingest
+        import loupe.services.queues.map
+
+        # Exporters (loupe.services.exports.registry): the export job's formats.
+        import loupe.services.segments.exports
+        import loupe.services.segments.train
+        import loupe.services.training.chunks
         import loupe.services.training.train
+        import loupe.services.volumes.export
+        import loupe.services.volumes.jobs
 
         # Active-learning strategies (loupe.select.registry).
         from loupe.select.builtin import register_builtin as register_strategies

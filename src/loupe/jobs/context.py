@@ -22,6 +22,14 @@ class JobCancelled(Exception):
     """Raised by :meth:`JobContext.check_cancelled`; ``run_job`` records ``cancelled``."""
 
 
+class JobFannedOut(Exception):  # noqa: N818 (a signal, like StopIteration)
+    """Raised by a job that split its work into chunk jobs (:mod:`loupe.jobs.chunks`).
+
+    ``run_job`` then records nothing: the row stays ``running`` while its chunks
+    run, and ends when they do.
+    """
+
+
 class JobContext:
     """Handed to a job function: report progress and stop when asked to.
 
@@ -63,6 +71,11 @@ class JobContext:
             raise JobCancelled("this attempt no longer owns the job (reaped or re-run)")
         if self._cancel_requested:
             raise JobCancelled("cancelled on request")
+
+    def discard_pending(self) -> None:
+        """Forget progress not yet written (the row's progress now belongs to others)."""
+        with self._lock:
+            self._pending = None
 
     def pending(self) -> tuple[float, str] | None:
         """The progress not yet written (used by ``run_job`` for the final write)."""

@@ -5,7 +5,7 @@ Life of a job row: ``queued`` -> ``running`` -> ``done`` | ``failed`` |
 on the queue of its kind (:mod:`loupe.jobs.registry`); a worker consuming that
 queue runs it (:mod:`loupe.jobs.runner`). All job state is in the ``jobs`` table.
 
-Imports in ``loupe.jobs`` go one way: ``worker`` -> ``core`` -> ``queue`` ->
+Imports in ``loupe.jobs`` go one way: ``worker`` -> ``core`` -> ``chunks`` -> ``queue`` ->
 ``tasks`` -> ``runner`` -> ``registry`` -> ``context`` (``selftest`` registers a
 kind). Nothing here imports ``loupe.services``: the modules that declare job
 kinds are imported by :func:`loupe.plugins.load_plugins`.
@@ -24,6 +24,7 @@ from loupe.db.models import Job, JobStatus, Project
 from loupe.db.session import session_factory, session_scope
 from loupe.db.types import utcnow
 from loupe.errors import ErrorCode, LoupeError
+from loupe.jobs import chunks
 from loupe.jobs.queue import enqueue_job
 from loupe.jobs.registry import get_job_kind
 from loupe.settings import Settings
@@ -159,19 +160,22 @@ def retry_job(settings: Settings, job_id: int, user_id: int | None) -> Job:
                 f"job {job_id} is {job.status}; only failed, cancelled or "
                 "queued jobs can be retried",
             )
+        redo: list[int] | None = None
         if job.status != JobStatus.queued.value:
             if exclusive:
                 _ensure_not_busy(db, kind, job.project_id)
-            job.status = JobStatus.queued.value
-            job.error = None
-            job.result = None
-            job.progress = 0.0
-            job.message = ""
-            job.started_at = job.finished_at = job.heartbeat_at = None
-            job.worker = None
-            job.cancel_requested = False
+            # A split job re-runs only its unfinished chunks (None: none left).
+            redo = chunks.requeue_children(db, job)
+            if redo is None:
+                chunks.reset_for_retry(job)
+                chunks.revive_parent(db, job)
         log.info("job %s (%s) retried by user %s", job_id, kind, user_id)
-    enqueue(settings, job_id, kind)
+        child_kind = chunks.chunk_kind_name(kind)
+    if redo is None:
+        enqueue(settings, job_id, kind)
+    else:
+        for child_id in redo:
+            enqueue(settings, child_id, child_kind)
     return fetch_job(settings, job_id)
 
 
@@ -181,7 +185,8 @@ def cancel_job(db: Session, job_id: int, *, user_id: int | None) -> Job:
     ``queued`` -> ``cancelled`` at once (its queue message becomes a no-op);
     ``running`` -> a cancel request that the job sees at its next
     ``check_cancelled()``; ``cancelled`` -> unchanged; ``done``/``failed`` ->
-    ``CONFLICT``.
+    ``CONFLICT``. A parent waiting for its chunk jobs is cancelled at once, with
+    its queued chunks; its running chunks are asked to stop.
     """
     job = db.get(Job, job_id, with_for_update=True)
     if job is None:
@@ -190,6 +195,12 @@ def cancel_job(db: Session, job_id: int, *, user_id: int | None) -> Job:
         job.status = JobStatus.cancelled.value
         job.finished_at = utcnow()
         job.message = "cancelled before it started"
+    elif job.status == JobStatus.running.value and job.worker == chunks.CHUNK_WAIT:
+        job.status = JobStatus.cancelled.value
+        job.finished_at = utcnow()
+        job.message = "cancelled"
+        chunks.cancel_children(db, job)
+        log.info("job %s (%s) and its chunks cancelled by user %s", job_id, job.kind, user_id)
     elif job.status == JobStatus.running.value:
         job.cancel_requested = True
         job.message = "cancel requested"

@@ -17,7 +17,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
@@ -27,15 +27,43 @@ from loupe.db.models import Job, JobStatus, ModelVersion
 from loupe.db.session import session_scope
 from loupe.db.types import utcnow
 from loupe.errors import LoupeError
-from loupe.jobs.context import JobCancelled, JobContext
+from loupe.jobs.context import JobCancelled, JobContext, JobFannedOut
 from loupe.jobs.registry import get_job_kind
 from loupe.settings import Settings
 
 log = logging.getLogger(__name__)
 
 WORKER_LOST = "worker lost (killed or crashed) while running; retry it"
+# Job.worker of a parent job waiting for its chunk jobs (loupe.jobs.chunks): no
+# process runs it, so it has no heartbeat to go stale.
+CHUNK_WAIT = "(chunks)"
 DEFAULT_STALE_AFTER_S = 60.0
 _MAX_ERROR_CHARS = 2000
+
+
+# --- hooks ----------------------------------------------------------------------
+
+FinishHook = Callable[[Settings, int, dict[str, Any]], None]
+_FINISH_HOOKS: list[FinishHook] = []
+
+
+def add_finish_hook(hook: FinishHook) -> None:
+    """Call ``hook(settings, job_id, params)`` after a job ended (or was reaped).
+
+    How :mod:`loupe.jobs.chunks` (a layer above) learns that a chunk finished
+    without this module importing it. Adding the same hook twice is a no-op.
+    """
+    if hook not in _FINISH_HOOKS:
+        _FINISH_HOOKS.append(hook)
+
+
+def _after_finish(settings: Settings, job_id: int, params: dict[str, Any]) -> None:
+    for hook in list(_FINISH_HOOKS):
+        try:
+            hook(settings, job_id, params)
+        except Exception:
+            # The job's own outcome is recorded; a parent is refreshed again later.
+            log.exception("job %s: finish hook %s failed", job_id, hook.__qualname__)
 
 
 # --- reaping ---------------------------------------------------------------------
@@ -54,22 +82,31 @@ def reap_stale_jobs(
     if isinstance(db_or_settings, Session):
         return _reap(db_or_settings, stale_after_s)
     with session_scope(db_or_settings.db_url) as db:
-        return _reap(db, stale_after_s)
+        reaped = _reap(db, stale_after_s)
+        params: dict[int, Any] = {
+            row.id: row.params
+            for row in db.execute(select(Job.id, Job.params).where(Job.id.in_(reaped)))
+        }
+    for job_id in reaped:
+        _after_finish(db_or_settings, job_id, dict(params.get(job_id) or {}))
+    return reaped
 
 
 def fail_worker_jobs(settings: Settings, worker: str, reason: str) -> list[int]:
     """Mark the jobs that ``worker`` (``host:pid``) still runs as failed with ``reason``."""
     with session_scope(settings.db_url) as db:
-        ids = db.scalars(
+        rows = db.execute(
             update(Job)
             .where(Job.status == JobStatus.running.value, Job.worker == worker)
             .values(status=JobStatus.failed.value, error=reason, finished_at=utcnow())
-            .returning(Job.id)
+            .returning(Job.id, Job.params)
         ).all()
+        ids = [row.id for row in rows]
         fail_job_versions(db, ids, reason)
-    for job_id in ids:
-        log.warning("job %s marked failed: %s", job_id, reason)
-    return list(ids)
+    for row in rows:
+        log.warning("job %s marked failed: %s", row.id, reason)
+        _after_finish(settings, row.id, dict(row.params or {}))
+    return ids
 
 
 def fail_job_versions(db: Session, job_ids: Sequence[int], reason: str) -> None:
@@ -90,6 +127,7 @@ def _reap(db: Session, stale_after_s: float) -> list[int]:
     cutoff = utcnow() - dt.timedelta(seconds=stale_after_s)
     stale = and_(
         Job.status == JobStatus.running.value,
+        or_(Job.worker.is_(None), Job.worker != CHUNK_WAIT),
         or_(
             Job.heartbeat_at < cutoff,
             and_(Job.heartbeat_at.is_(None), Job.started_at < cutoff),
@@ -164,6 +202,10 @@ def run_job(settings: Settings, job_id: int, *, heartbeat_s: float | None = None
     except JobCancelled as exc:
         status = JobStatus.cancelled.value
         log.info("job %s (%s) cancelled: %s", job_id, kind, exc)
+    except JobFannedOut:
+        # Split into chunk jobs: the row stays running until they end.
+        log.info("job %s (%s) split into chunk jobs", job_id, kind)
+        return JobStatus.running.value  # (the finally clause stops the heartbeat)
     except Exception as exc:
         log.exception("job %s (%s) failed", job_id, kind)
         status, error = JobStatus.failed.value, describe_error(exc)
@@ -173,7 +215,10 @@ def run_job(settings: Settings, job_id: int, *, heartbeat_s: float | None = None
     finally:
         stop.set()
         beater.join(timeout=5)
-    return _finish(settings, ctx, status, result, error)
+    final = _finish(settings, ctx, status, result, error)
+    if final is not None:
+        _after_finish(settings, job_id, params)
+    return final
 
 
 def describe_error(exc: BaseException) -> str:

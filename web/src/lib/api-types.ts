@@ -444,7 +444,16 @@ export interface paths {
             cookie?: never;
         };
         get?: never;
-        /** Set Label */
+        /**
+         * Set Label
+         * @description Set a person's label (``LabelSet``; the label hot path).
+         *
+         *     The caller, the role, the body and the write are handled in one worker-thread
+         *     call, in that order (a stranger learns nothing from validation errors),
+         *     instead of a chain of dependencies with a thread hop each; the transaction
+         *     commits before the response is sent. Auto-retraining is checked by the job
+         *     worker, not here.
+         */
         put: operations["set_label_api_projects__project_id__items__item_id__label_put"];
         post?: never;
         /** Clear Label */
@@ -900,6 +909,256 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/projects/{project_id}/map": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Map
+         * @description The map as parallel arrays, coloured by today's labels and drafts; before the
+         *     first map is computed, ``computed: false`` and a message saying whether a job runs.
+         */
+        get: operations["get_map_api_projects__project_id__map_get"];
+        put?: never;
+        /**
+         * Start Map
+         * @description Queue the map job (reuses the cached map while the features are unchanged);
+         *     409 while one is queued or running, or when the project has no features yet.
+         */
+        post: operations["start_map_api_projects__project_id__map_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/items/by-ids": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Items By Ids
+         * @description Items in the order given (a lasso on the map, a queue, similar items) for the grid.
+         */
+        post: operations["items_by_ids_api_projects__project_id__items_by_ids_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/segment/items/{item_id}/annotation": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Annotation
+         * @description The item's points, scribbles and mask flag (version 0 before the first save).
+         */
+        get: operations["get_annotation_api_projects__project_id__segment_items__item_id__annotation_get"];
+        /**
+         * Put Annotation
+         * @description Save the points and scribbles (the mask is kept); 409 on a stale version.
+         */
+        put: operations["put_annotation_api_projects__project_id__segment_items__item_id__annotation_put"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/segment/items/{item_id}/mask": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Put Mask
+         * @description Store the whole edited mask (8-bit label values, the image's size) losslessly.
+         */
+        put: operations["put_mask_api_projects__project_id__segment_items__item_id__mask_put"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/segment/items/{item_id}/mask.png": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Mask
+         * @description The stored mask (8-bit label values); 404 when the item has none.
+         */
+        get: operations["get_mask_api_projects__project_id__segment_items__item_id__mask_png_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/segment/items/{item_id}/heatmap.png": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Heatmap
+         * @description RGBA PNG of the latest prediction (red = background .. green = class ``value``).
+         */
+        get: operations["get_heatmap_api_projects__project_id__segment_items__item_id__heatmap_png_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/segment/items/{item_id}/extract-points": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Extract Points
+         * @description Replace the extracted points with points picked from the prediction.
+         */
+        post: operations["extract_points_api_projects__project_id__segment_items__item_id__extract_points_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/segment/items/{item_id}/accept-mask": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Accept Mask
+         * @description The prediction becomes the mask (origin ``model_accepted``).
+         */
+        post: operations["accept_mask_api_projects__project_id__segment_items__item_id__accept_mask_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/segment/train": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Start Training
+         * @description Queue a ``segment_train`` job; 409 while one is queued or running.
+         */
+        post: operations["start_training_api_projects__project_id__segment_train_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/segment/status": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Status
+         * @description The latest training job, the active (or newest) version and the settings.
+         */
+        get: operations["get_status_api_projects__project_id__segment_status_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/segment/masks/import": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Import Masks
+         * @description Import masks (a ZIP of PNG/TIFF label images named like the items' files) as labels.
+         */
+        post: operations["import_masks_api_projects__project_id__segment_masks_import_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/segment/export.zip": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Export Zip
+         * @description Masks per item (PNG; TIFF for big images), ``coco.json`` (RLE) and ``points.csv``.
+         */
+        get: operations["export_zip_api_projects__project_id__segment_export_zip_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/projects/{project_id}/items/{item_id}/dzi": {
         parameters: {
             query?: never;
@@ -1152,10 +1411,159 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/projects/{project_id}/volume/items/{item_id}/image.nii.gz": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Image
+         * @description The volume as NIfTI (uint8/int16 when the values fit), its grid as ingested.
+         *     Also starts computing the filter bank for interactive mode when it is not cached.
+         */
+        get: operations["image_api_projects__project_id__volume_items__item_id__image_nii_gz_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/volume/items/{item_id}/mask.nii.gz": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Mask
+         * @description The human mask or the active model's newest prediction (uint8, image grid).
+         */
+        get: operations["mask_api_projects__project_id__volume_items__item_id__mask_nii_gz_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/volume/items/{item_id}/mask": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Put Mask
+         * @description Save a corrected mask (gzip'd NIfTI body) as the item's new Annotation version.
+         */
+        put: operations["put_mask_api_projects__project_id__volume_items__item_id__mask_put"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/volume/items/{item_id}/interactive": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Interactive Mask
+         * @description Refit the voxel classifier on the clicks/scribbles; the mask as gzip'd NIfTI.
+         */
+        post: operations["interactive_mask_api_projects__project_id__volume_items__item_id__interactive_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/volume/predict": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Start Predict
+         * @description Queue automatic segmentation (``volume_predict``) of the given or all volumes.
+         */
+        post: operations["start_predict_api_projects__project_id__volume_predict_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/volume/train": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Start Train
+         * @description Queue ``volume_train``; 409 below ``retrain_min_corrections`` or while one runs.
+         */
+        post: operations["start_train_api_projects__project_id__volume_train_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/volume/dashboard": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Dashboard
+         * @description Feedback counts, Dice over time, retrain threshold, versions, the training job.
+         */
+        get: operations["get_dashboard_api_projects__project_id__volume_dashboard_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** AcceptMaskRequest */
+        AcceptMaskRequest: {
+            /**
+             * Threshold
+             * @default 0.5
+             */
+            threshold: number;
+        };
         /** AcceptOne */
         AcceptOne: {
             /** Model Version Id */
@@ -1345,6 +1753,18 @@ export interface components {
                 [key: string]: unknown;
             };
         };
+        /** DiceAt */
+        DiceAt: {
+            /**
+             * At
+             * Format: date-time
+             */
+            at: string;
+            /** Dice */
+            dice: number;
+            /** Model Version Id */
+            model_version_id: number | null;
+        };
         /**
          * DraftPublic
          * @description The active model version's output for an item (never a human label).
@@ -1439,10 +1859,10 @@ export interface components {
         ExportCreate: {
             /**
              * Format
+             * @description an exporter from /api/info (zip, csv, segment_masks, nifti_masks, nnunet, dicom_seg ...); one the project's kind has
              * @default zip
-             * @enum {string}
              */
-            format: "zip" | "csv";
+            format: string;
             /**
              * Include Images
              * @description ZIP only: add images/<class>/<file> (ImageFolder layout)
@@ -1482,6 +1902,33 @@ export interface components {
              * @default false
              */
             raw: boolean;
+        };
+        /** ExtractPointsRequest */
+        ExtractPointsRequest: {
+            /** Max Points */
+            max_points?: number | null;
+            /** Confidence Threshold */
+            confidence_threshold?: number | null;
+            /** Min Distance */
+            min_distance?: number | null;
+            /** Gradient Weight */
+            gradient_weight?: number | null;
+        };
+        /** FeedbackPerUser */
+        FeedbackPerUser: {
+            /** User */
+            user: string;
+            /** Count */
+            count: number;
+        };
+        /** FeedbackPerVersion */
+        FeedbackPerVersion: {
+            /** Model Version Id */
+            model_version_id: number | null;
+            /** Number */
+            number: number | null;
+            /** Count */
+            count: number;
         };
         /** HealthPublic */
         HealthPublic: {
@@ -1558,6 +2005,10 @@ export interface components {
             backbones: {
                 [key: string]: unknown;
             }[];
+            /** Exporters */
+            exporters: {
+                [key: string]: unknown;
+            }[];
         };
         /** IngestFailure */
         IngestFailure: {
@@ -1594,6 +2045,22 @@ export interface components {
              * @description The item of every file imported or found, in order
              */
             item_ids?: number[];
+        };
+        /**
+         * InteractiveRequest
+         * @description Voxel coordinates are array indices of image.nii.gz (x = first NIfTI axis).
+         */
+        InteractiveRequest: {
+            /** Clicks */
+            clicks?: components["schemas"]["VolumeClick"][];
+            /** Scribbles */
+            scribbles?: components["schemas"]["VolumeScribble"][];
+            focus?: components["schemas"]["VolumeFocus"] | null;
+            /**
+             * Full
+             * @default false
+             */
+            full: boolean;
         };
         /** ItemPublic */
         ItemPublic: {
@@ -1651,6 +2118,19 @@ export interface components {
              * @description After a label write: the change it made (for undo); None otherwise
              */
             change_id?: string | null;
+        };
+        /** ItemsByIdPublic */
+        ItemsByIdPublic: {
+            /**
+             * Data
+             * @description in the order asked; unknown ids left out
+             */
+            data: components["schemas"]["ItemPublic"][];
+        };
+        /** ItemsByIdRequest */
+        ItemsByIdRequest: {
+            /** Item Ids */
+            item_ids: number[];
         };
         /** ItemsPublic */
         ItemsPublic: {
@@ -1823,37 +2303,105 @@ export interface components {
             /** Message */
             message: string;
         };
-        /** LabelSet */
-        LabelSet: {
-            /**
-             * Kind
-             * @description class | scores | unsure | skip | mask | points
-             */
-            kind: string;
-            /** Label */
-            label?: string | null;
-            /** Scores */
-            scores?: {
-                [key: string]: unknown;
-            } | null;
-            /** Data */
-            data?: {
-                [key: string]: unknown;
-            } | null;
-            /** Note */
-            note?: string | null;
-            /**
-             * Version
-             * @description The version you saw; a stale one gets 409
-             */
-            version?: number | null;
-        };
         /** LoginRequest */
         LoginRequest: {
             /** Email */
             email: string;
             /** Password */
             password: string;
+        };
+        /** MapPublic */
+        MapPublic: {
+            /**
+             * Method
+             * @description umap | tsne
+             */
+            method: string;
+            /**
+             * Backbone
+             * @description the features the map was computed on
+             */
+            backbone: string;
+            /**
+             * Model Version Id
+             * @description the active model that colours it
+             */
+            model_version_id: number | null;
+            /**
+             * Classes
+             * @description what the human and draft indices point at
+             */
+            classes: string[];
+            /** Item Ids */
+            item_ids: number[];
+            /**
+             * X
+             * @description map position in [-1, 1]
+             */
+            x: number[];
+            /** Y */
+            y: number[];
+            /**
+             * Human
+             * @description class index of the human label; -1 unlabelled; -2 labelled, no class
+             */
+            human: number[];
+            /**
+             * Draft
+             * @description class index of the active model's draft; -1 none
+             */
+            draft: number[];
+            /**
+             * Uncertainty
+             * @description the active model's uncertainty
+             */
+            uncertainty: (number | null)[];
+            /**
+             * Flagged
+             * @description 1 where the active model flagged the item
+             */
+            flagged: number[];
+            /**
+             * Stale
+             * @description the features changed since: POST again to recompute
+             */
+            stale: boolean;
+            /** @description the latest map job of the project */
+            job: components["schemas"]["JobPublic"] | null;
+            /**
+             * Computed
+             * @description false before the first map: the arrays are empty
+             */
+            computed: boolean;
+            /**
+             * Message
+             * @description why there is no map yet
+             * @default
+             */
+            message: string;
+        };
+        /** MaskImportResult */
+        MaskImportResult: {
+            /** Imported */
+            imported: number;
+            /**
+             * Skipped
+             * @description file names that matched no item or were invalid
+             */
+            skipped: string[];
+        };
+        /** MaskSaved */
+        MaskSaved: {
+            /** Item Id */
+            item_id: number;
+            /** Version */
+            version: number;
+            /** Voxels Changed */
+            voxels_changed: number;
+            /** Dice Vs Model */
+            dice_vs_model: number | null;
+            /** Model Version Id */
+            model_version_id: number | null;
         };
         /** MemberCreate */
         MemberCreate: {
@@ -1938,6 +2486,13 @@ export interface components {
             data: components["schemas"]["ModelVersionPublic"][];
             /** Count */
             count: number;
+        };
+        /** PredictRequest */
+        PredictRequest: {
+            /** Item Ids */
+            item_ids?: number[] | null;
+            /** Segmenter */
+            segmenter?: ("unet3d" | "nnunet" | "voxel") | null;
         };
         /** PredictionPublic */
         PredictionPublic: {
@@ -2156,6 +2711,107 @@ export interface components {
             /** Count */
             count: number;
         };
+        /** SegmentAnnotationPublic */
+        SegmentAnnotationPublic: {
+            /** Item Id */
+            item_id: number;
+            /**
+             * Version
+             * @description 0 before the first save; send it back to save
+             */
+            version: number;
+            /** Width */
+            width: number;
+            /** Height */
+            height: number;
+            /** Points */
+            points: components["schemas"]["SegmentPoint"][];
+            /** Scribbles */
+            scribbles: components["schemas"]["SegmentScribble"][];
+            /** Has Mask */
+            has_mask: boolean;
+            /** Origin */
+            origin: ("human" | "model_accepted" | "model") | null;
+        };
+        /** SegmentAnnotationUpdate */
+        SegmentAnnotationUpdate: {
+            /** Version */
+            version: number;
+            /** Points */
+            points?: components["schemas"]["SegmentPoint"][];
+            /** Scribbles */
+            scribbles?: components["schemas"]["SegmentScribble"][];
+        };
+        /** SegmentPoint */
+        SegmentPoint: {
+            /**
+             * X
+             * @description column in pixels
+             */
+            x: number;
+            /**
+             * Y
+             * @description row in pixels
+             */
+            y: number;
+            /**
+             * Value
+             * @description class value (0 = background)
+             */
+            value: number;
+            /**
+             * Source
+             * @default human
+             * @enum {string}
+             */
+            source: "human" | "extracted";
+        };
+        /** SegmentScribble */
+        SegmentScribble: {
+            /**
+             * Value
+             * @description class value (0 = background)
+             */
+            value: number;
+            /**
+             * Width
+             * @description brush diameter in pixels
+             * @default 6
+             */
+            width: number;
+            /**
+             * Path
+             * @description [[x, y], ...] in pixels
+             */
+            path: number[][];
+        };
+        /** SegmentStatus */
+        SegmentStatus: {
+            /** @description the latest segment_train job */
+            job: components["schemas"]["JobPublic"] | null;
+            /**
+             * Last Version
+             * @description {id, number, status, active, metrics, finished_at} of the newest version
+             */
+            last_version: {
+                [key: string]: unknown;
+            } | null;
+            /**
+             * Settings
+             * @description the project's segment settings, defaults filled
+             */
+            settings: {
+                [key: string]: unknown;
+            };
+        };
+        /** SegmentTrainRequest */
+        SegmentTrainRequest: {
+            /**
+             * Item Id
+             * @description the item being viewed (live heatmap)
+             */
+            item_id?: number | null;
+        };
         /**
          * SelftestCreate
          * @description A diagnostic job that only sleeps and reports progress (site admins).
@@ -2286,14 +2942,6 @@ export interface components {
             /** Count */
             count: number;
         };
-        /** TrainRequest */
-        TrainRequest: {
-            /**
-             * Mode
-             * @default frozen
-             */
-            mode: string;
-        };
         /** UndoRequest */
         UndoRequest: {
             /**
@@ -2402,6 +3050,109 @@ export interface components {
             data: components["schemas"]["UserPublic"][];
             /** Count */
             count: number;
+        };
+        /** VersionSummary */
+        VersionSummary: {
+            /** Id */
+            id: number;
+            /** Number */
+            number: number;
+            /** Status */
+            status: string;
+            /** Active */
+            active: boolean;
+            /** Kind */
+            kind: string;
+            /** Metrics */
+            metrics: {
+                [key: string]: unknown;
+            };
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+        };
+        /** VolumeClick */
+        VolumeClick: {
+            /** X */
+            x: number;
+            /** Y */
+            y: number;
+            /** Z */
+            z: number;
+            /** Value */
+            value: number;
+        };
+        /** VolumeDashboard */
+        VolumeDashboard: {
+            /** Feedback Per Version */
+            feedback_per_version: components["schemas"]["FeedbackPerVersion"][];
+            /** Feedback Per User */
+            feedback_per_user: components["schemas"]["FeedbackPerUser"][];
+            /** Dice Over Time */
+            dice_over_time: components["schemas"]["DiceAt"][];
+            /** Corrected Volumes */
+            corrected_volumes: number;
+            /** Retrain Min Corrections */
+            retrain_min_corrections: number;
+            /** Can Retrain */
+            can_retrain: boolean;
+            /** Versions */
+            versions: components["schemas"]["VersionSummary"][];
+            job: components["schemas"]["JobPublic"] | null;
+        };
+        /** VolumeFocus */
+        VolumeFocus: {
+            /**
+             * Axis
+             * @default z
+             * @enum {string}
+             */
+            axis: "x" | "y" | "z";
+            /** Index */
+            index: number;
+        };
+        /** VolumeScribble */
+        VolumeScribble: {
+            /** Value */
+            value: number;
+            /** Voxels */
+            voxels?: [
+                number,
+                number,
+                number
+            ][];
+        };
+        /** TrainRequest */
+        loupe__api__schemas__models__TrainRequest: {
+            /**
+             * Mode
+             * @default frozen
+             */
+            mode: string;
+        };
+        /**
+         * TrainRequest
+         * @description Optional training options (defaults suit a 2-core CPU).
+         */
+        loupe__api__schemas__volume__TrainRequest: {
+            /** Patch */
+            patch?: number | null;
+            /** Epochs */
+            epochs?: number | null;
+            /** Iterations */
+            iterations?: number | null;
+            /** Batch Size */
+            batch_size?: number | null;
+            /** Channels */
+            channels?: number[] | null;
+            /** Roi */
+            roi?: number | null;
+            /** Lr */
+            lr?: number | null;
+            /** Seed */
+            seed?: number | null;
         };
     };
     responses: never;
@@ -3856,14 +4607,37 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                item_id: number;
                 project_id: number;
+                item_id: number;
             };
             cookie?: never;
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["LabelSet"];
+                "application/json": {
+                    /**
+                     * Kind
+                     * @description class | scores | unsure | skip | mask | points
+                     */
+                    kind: string;
+                    /** Label */
+                    label?: string | null;
+                    /** Scores */
+                    scores?: {
+                        [key: string]: unknown;
+                    } | null;
+                    /** Data */
+                    data?: {
+                        [key: string]: unknown;
+                    } | null;
+                    /** Note */
+                    note?: string | null;
+                    /**
+                     * Version
+                     * @description The version you saw; a stale one gets 409
+                     */
+                    version?: number | null;
+                };
             };
         };
         responses: {
@@ -4474,7 +5248,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["TrainRequest"];
+                "application/json": components["schemas"]["loupe__api__schemas__models__TrainRequest"];
             };
         };
         responses: {
@@ -4924,6 +5698,609 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["SimilarPublic"];
                 };
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    get_map_api_projects__project_id__map_get: {
+        parameters: {
+            query?: {
+                /** @description default: newest */
+                method?: string | null;
+            };
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MapPublic"];
+                };
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    start_map_api_projects__project_id__map_post: {
+        parameters: {
+            query?: {
+                /** @description umap | tsne */
+                method?: string;
+            };
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobPublic"];
+                };
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    items_by_ids_api_projects__project_id__items_by_ids_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ItemsByIdRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ItemsByIdPublic"];
+                };
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    get_annotation_api_projects__project_id__segment_items__item_id__annotation_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                item_id: number;
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SegmentAnnotationPublic"];
+                };
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    put_annotation_api_projects__project_id__segment_items__item_id__annotation_put: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                item_id: number;
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SegmentAnnotationUpdate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SegmentAnnotationPublic"];
+                };
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    put_mask_api_projects__project_id__segment_items__item_id__mask_put: {
+        parameters: {
+            query: {
+                /** @description the annotation version the edit started from */
+                version: number;
+            };
+            header?: never;
+            path: {
+                item_id: number;
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "image/png": string;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SegmentAnnotationPublic"];
+                };
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    get_mask_api_projects__project_id__segment_items__item_id__mask_png_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                item_id: number;
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    get_heatmap_api_projects__project_id__segment_items__item_id__heatmap_png_get: {
+        parameters: {
+            query?: {
+                layer?: string;
+                /** @description class (default: foreground) */
+                value?: number | null;
+                max_size?: number;
+            };
+            header?: never;
+            path: {
+                item_id: number;
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    extract_points_api_projects__project_id__segment_items__item_id__extract_points_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                item_id: number;
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["ExtractPointsRequest"] | null;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SegmentAnnotationPublic"];
+                };
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    accept_mask_api_projects__project_id__segment_items__item_id__accept_mask_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                item_id: number;
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["AcceptMaskRequest"] | null;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SegmentAnnotationPublic"];
+                };
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    start_training_api_projects__project_id__segment_train_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["SegmentTrainRequest"] | null;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobPublic"];
+                };
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    get_status_api_projects__project_id__segment_status_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SegmentStatus"];
+                };
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    import_masks_api_projects__project_id__segment_masks_import_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/zip": string;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MaskImportResult"];
+                };
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    export_zip_api_projects__project_id__segment_export_zip_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description The database is busy: send the request again after Retry-After seconds */
             503: {
@@ -5493,6 +6870,312 @@ export interface operations {
                 };
                 content: {
                     "application/pdf": unknown;
+                };
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    image_api_projects__project_id__volume_items__item_id__image_nii_gz_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                item_id: number;
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/gzip": string;
+                };
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    mask_api_projects__project_id__volume_items__item_id__mask_nii_gz_get: {
+        parameters: {
+            query?: {
+                source?: string;
+            };
+            header?: never;
+            path: {
+                item_id: number;
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/gzip": string;
+                };
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    put_mask_api_projects__project_id__volume_items__item_id__mask_put: {
+        parameters: {
+            query?: {
+                version?: number | null;
+                model_version_id?: number | null;
+            };
+            header?: never;
+            path: {
+                item_id: number;
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/gzip": string;
+                "application/octet-stream": string;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MaskSaved"];
+                };
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    interactive_mask_api_projects__project_id__volume_items__item_id__interactive_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                item_id: number;
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["InteractiveRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/gzip": string;
+                };
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    start_predict_api_projects__project_id__volume_predict_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PredictRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobPublic"];
+                };
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    start_train_api_projects__project_id__volume_train_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["loupe__api__schemas__volume__TrainRequest"] | null;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobPublic"];
+                };
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    get_dashboard_api_projects__project_id__volume_dashboard_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VolumeDashboard"];
                 };
             };
             /** @description The database is busy: send the request again after Retry-After seconds */

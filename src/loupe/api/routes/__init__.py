@@ -11,14 +11,17 @@ from loupe.api.routes import (
     items,
     jobs,
     labels,
+    map,
     models,
     projects,
     queues,
     reports,
+    segment,
     thumbs,
     tiles,
     uploads,
     users,
+    volume,
 )
 
 ROUTERS: list[APIRouter] = [
@@ -34,8 +37,11 @@ ROUTERS: list[APIRouter] = [
     jobs.router,
     models.router,
     queues.router,
+    map.router,
+    segment.router,
     tiles.router,
     thumbs.router,
     exports.router,
     reports.router,
+    volume.router,
 ]

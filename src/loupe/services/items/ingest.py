@@ -43,8 +43,8 @@ from sqlalchemy import select
 from loupe.db.models import Item, Project
 from loupe.db.session import session_scope
 from loupe.errors import ErrorCode, LoupeError
+from loupe.jobs.chunks import register_chunked_kind
 from loupe.jobs.context import JobContext
-from loupe.jobs.registry import register_job_kind
 from loupe.media import MediaError, iter_media_files
 from loupe.services.items.ingest_files import (
     NOT_MEDIA,
@@ -54,6 +54,12 @@ from loupe.services.items.ingest_files import (
     group_dicom,
     prepare_file,
     prepare_series,
+)
+from loupe.services.items.ingest_plan import (
+    CHUNK_FILES,
+    plan_chunks,
+    sources_from_json,
+    sources_to_json,
 )
 from loupe.services.items.ingest_rows import (
     BATCH,
@@ -68,6 +74,7 @@ from loupe.services.items.uploads import save_upload as save_upload
 from loupe.services.items.uploads import save_upload_info as save_upload_info
 from loupe.services.items.uploads import upload_folder_case
 from loupe.services.projects.case_pattern import compile_case_pattern
+from loupe.services.volumes.zip_series import expand_zips
 from loupe.settings import Settings
 
 __all__ = [
@@ -84,7 +91,9 @@ __all__ = [
     "ingest_paths",
     "ingest_sources",
     "ingest_uploaded",
-    "run_ingest_job",
+    "finish_ingest_job",
+    "plan_ingest_job",
+    "run_ingest_chunk",
     "save_upload",
 ]
 
@@ -115,7 +124,7 @@ def ingest_paths(
     a problem with one file ends up in ``IngestReport.failed``.
     """
     rule = case_rule(settings, project_id, case_pattern=case_pattern, case_name=case_name)
-    sources, missing = collect_sources(paths)
+    sources, missing = collect_sources(expand_zips(settings, paths))  # a ZIP of a series
     report = ingest_sources(
         settings, project_id, sources, rule=rule, user_id=user_id, progress=progress, copy=copy
     )
@@ -310,29 +319,83 @@ def discard_unreferenced(settings: Settings, paths: Iterable[Path], *, keep: set
 
 
 # --- Job -----------------------------------------------------------------------------
+# ``ingest`` is a chunked job (loupe.jobs.chunks): the parent walks the folders,
+# chunks of ~500 files are hashed, probed and thumbnailed by any number of
+# workers, and the parent sums their reports. A small import runs in one job.
 
 
-@register_job_kind("ingest")
-def run_ingest_job(settings: Settings, ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
-    """The ``ingest`` job: import server-side ``params['paths']`` into ``params['project_id']``.
+def plan_ingest_job(
+    settings: Settings, ctx: JobContext, params: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Walk ``params['paths']``; one chunk's params per ~``chunk_size`` files.
 
-    Optional params: ``case_pattern``, ``case_name``, ``user_id``, ``copy``.
-    Reports progress through ``ctx.progress(fraction, message)`` and stops
-    between files when the job is cancelled; returns the report JSON.
+    Params: ``project_id``, ``paths``; optional ``case_pattern``, ``case_name``,
+    ``user_id``, ``copy``, ``chunk_size`` (default 500). Paths that do not
+    exist are kept for the final report (``params['_missing']`` of chunk 0).
     """
+    project_id = int(params["project_id"])
+    case_rule(  # fail fast on an unknown project or a bad pattern
+        settings, project_id, case_pattern=params.get("case_pattern")
+    )
+    ctx.progress(0.0, "listing files")
+    sources, missing = collect_sources(expand_zips(settings, [str(p) for p in params["paths"]]))
+    size = int(params.get("chunk_size") or CHUNK_FILES)
+    common = {k: params.get(k) for k in ("project_id", "case_pattern", "case_name", "user_id")}
+    common["copy"] = bool(params.get("copy", False))
+    chunks = [
+        {**common, "files": sources_to_json(part)} for part in plan_chunks(sources, size=size)
+    ]
+    if not chunks:
+        chunks = [{**common, "files": []}]
+    chunks[0]["missing"] = missing
+    return chunks
+
+
+def run_ingest_chunk(settings: Settings, ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+    """Import one chunk's files; return its report JSON (with ``missing`` paths first)."""
+    sources = sources_from_json(params["files"])
 
     def progress(done: int, total: int, label: str) -> None:
         ctx.check_cancelled()
         ctx.progress(done / total if total else 1.0, f"{done}/{total} {Path(label).name}")
 
-    report = ingest_paths(
+    rule = case_rule(
         settings,
         int(params["project_id"]),
-        [str(p) for p in params["paths"]],
         case_pattern=params.get("case_pattern"),
         case_name=params.get("case_name"),
+    )
+    report = ingest_sources(
+        settings,
+        int(params["project_id"]),
+        sources,
+        rule=rule,
         user_id=params.get("user_id"),
         progress=progress,
         copy=bool(params.get("copy", False)),
     )
+    report.failed[:0] = list(params.get("missing") or [])
     return report.to_json()
+
+
+def finish_ingest_job(
+    settings: Settings,
+    ctx: JobContext,
+    params: dict[str, Any],
+    results: list[dict[str, Any] | None],
+) -> dict[str, Any]:
+    """The import's report: the chunks' reports summed (failures in file order)."""
+    total: dict[str, Any] = {"imported": 0, "existing": 0, "failed": []}
+    for part in results:
+        part = part or {}
+        total["imported"] += int(part.get("imported", 0))
+        total["existing"] += int(part.get("existing", 0))
+        total["failed"].extend(part.get("failed", []))
+    if len(results) > 1:
+        total["chunks"] = len(results)
+    return total
+
+
+register_chunked_kind(
+    "ingest", plan=plan_ingest_job, chunk=run_ingest_chunk, finalize=finish_ingest_job
+)
