@@ -279,6 +279,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# `loupe serve --workers N` for the benchmark's server (LOUPE_BENCH_WORKERS=N; default 1).
+WEB_WORKERS = (
+    ["--workers", os.environ["LOUPE_BENCH_WORKERS"]]
+    if os.environ.get("LOUPE_BENCH_WORKERS")
+    else []
+)
+
+
 @contextlib.contextmanager
 def server(cached: Path) -> Iterator[str]:
     """``loupe serve`` on a copy of the cached database (the thumbnails are linked)."""
@@ -293,7 +301,7 @@ def server(cached: Path) -> Iterator[str]:
         port = _free_port()
         log = (home / "server.log").open("w")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "loupe.cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "loupe.cli", "serve", "--port", str(port), *WEB_WORKERS],
             env=env,
             cwd=ROOT,
             stdout=log,

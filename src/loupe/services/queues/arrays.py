@@ -7,11 +7,14 @@ ensemble member with stored vectors) as a memory map.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from loupe.db.models import Annotation, Item, ModelVersion, Prediction, Project
@@ -60,6 +63,64 @@ def feature_store(
     return None, None
 
 
+@dataclass(frozen=True)
+class _VersionOutput:
+    """A model version's stored output as arrays, row k = item ``item_ids[k]`` (sorted)."""
+
+    item_ids: NDArray[np.int64]
+    class_names: tuple[str, ...]
+    probs: NDArray[np.float64] | None
+    spread: NDArray[np.float64]
+    flagged: NDArray[np.bool_]
+
+
+# Decoding 100,000 JSON outputs takes seconds; a version's predictions only grow
+# (a predict job adds items), so its arrays are kept per (database, version,
+# prediction count, newest prediction id) and rebuilt only when that changes.
+_OUTPUTS: OrderedDict[tuple[Any, ...], _VersionOutput] = OrderedDict()
+_OUTPUTS_MAX = 4
+_OUTPUTS_LOCK = threading.Lock()
+
+
+def _version_output(db: Session, version: ModelVersion) -> _VersionOutput:
+    count, newest = db.execute(
+        select(func.count(Prediction.id), func.max(Prediction.id)).where(
+            Prediction.model_version_id == version.id
+        )
+    ).one()
+    key = (str(db.get_bind().engine.url), version.id, version.created_at, int(count), newest)
+    with _OUTPUTS_LOCK:
+        found = _OUTPUTS.get(key)
+        if found is not None:
+            _OUTPUTS.move_to_end(key)
+            return found
+    rows = db.execute(
+        select(Prediction.item_id, Prediction.output, Prediction.uncertainty, Prediction.flagged)
+        .where(Prediction.model_version_id == version.id)
+        .order_by(Prediction.item_id)
+    ).all()
+    first = next((dict(o.get("probs") or {}) for _, o, _, _ in rows if o), {})
+    class_names = tuple(first)
+    item_ids = np.fromiter((int(r[0]) for r in rows), dtype=np.int64, count=len(rows))
+    probs = None
+    if class_names:
+        probs = np.asarray(
+            [
+                [float(((o or {}).get("probs") or {}).get(c, np.nan)) for c in class_names]
+                for _, o, _, _ in rows
+            ],
+            dtype=np.float64,
+        ).reshape(len(rows), len(class_names))
+    spread = np.asarray([np.nan if u is None else float(u) for _, _, u, _ in rows], np.float64)
+    flagged = np.asarray([bool(f) for _, _, _, f in rows], dtype=bool)
+    out = _VersionOutput(item_ids, class_names, probs, spread, flagged)
+    with _OUTPUTS_LOCK:
+        _OUTPUTS[key] = out
+        while len(_OUTPUTS) > _OUTPUTS_MAX:
+            _OUTPUTS.popitem(last=False)
+    return out
+
+
 def load_arrays(db: Session, project: Project) -> ProjectArrays:
     """Items (not in error), the labelled mask, class labels and the active model's output."""
     ids = np.asarray(
@@ -70,39 +131,36 @@ def load_arrays(db: Session, project: Project) -> ProjectArrays:
         ).all(),
         dtype=np.int64,
     )
-    row_of = {int(i): r for r, i in enumerate(ids.tolist())}
     size = len(ids)
     version = active_version(db, project.id)
     class_names: tuple[str, ...] = ()
     probs = spread = flagged = None
     if version is not None:
-        preds = db.execute(
-            select(
-                Prediction.item_id, Prediction.output, Prediction.uncertainty, Prediction.flagged
-            ).where(Prediction.model_version_id == version.id)
-        ).all()
-        first = next((dict(o.get("probs") or {}) for _, o, _, _ in preds if o), {})
-        class_names = tuple(first)
-        probs = np.full((size, len(class_names)), np.nan) if class_names else None
+        out = _version_output(db, version)
+        class_names = out.class_names
+        # rows of ids that the version predicted, and where in its arrays
+        at = np.searchsorted(out.item_ids, ids)
+        at_clipped = np.minimum(at, max(len(out.item_ids) - 1, 0))
+        has = (at < len(out.item_ids)) & (
+            out.item_ids[at_clipped] == ids if len(out.item_ids) else False
+        )
+        src = at_clipped[has]
+        if out.probs is not None:
+            probs = np.full((size, len(class_names)), np.nan)
+            probs[has] = out.probs[src]
         spread = np.full(size, np.nan)
+        spread[has] = out.spread[src]
         flagged = np.zeros(size, dtype=bool)
-        for item_id, output, unc, flag in preds:
-            r = row_of.get(int(item_id))
-            if r is None:
-                continue
-            if probs is not None:
-                p = (output or {}).get("probs") or {}
-                probs[r] = [float(p.get(c, np.nan)) for c in class_names]
-            spread[r] = np.nan if unc is None else float(unc)
-            flagged[r] = bool(flag)
+        flagged[has] = out.flagged[src]
         if probs is not None:
             # an item new since the model (no prediction): as unsure as can be
             missing = np.isnan(probs).any(axis=1)
             probs[missing] = 1.0 / len(class_names)
         if np.isnan(spread).all():
             spread = None
-        elif spread is not None:
+        else:
             spread = np.nan_to_num(spread, nan=float(np.nanmax(spread)))
+    row_of = {int(i): r for r, i in enumerate(ids.tolist())}
     kind = kind_of(project.task)
     if not class_names:
         class_names = tuple(kind.label_names(project.schema))

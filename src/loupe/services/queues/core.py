@@ -85,12 +85,16 @@ def _aligned_features(
     if store is None:
         return None, None, None
     stored_ids, matrix = store.all()
-    position = {int(i): k for k, i in enumerate(stored_ids.tolist())}
-    rows = np.asarray([r for r, i in enumerate(ids.tolist()) if i in position], dtype=np.intp)
+    stored = np.asarray(stored_ids, dtype=np.int64)
+    by_id = np.argsort(stored, kind="stable")
+    at = np.searchsorted(stored[by_id], ids)
+    found = at < len(stored)
+    found[found] = stored[by_id[at[found]]] == ids[found]
+    rows = np.flatnonzero(found).astype(np.intp)
     if len(rows) == 0:
         return None, None, None
-    order = np.asarray([position[int(i)] for i in ids[rows]], dtype=np.intp)
-    if len(order) == len(stored_ids) and np.array_equal(order, np.arange(len(order))):
+    order = by_id[at[rows]].astype(np.intp)
+    if len(order) == len(stored) and np.array_equal(order, np.arange(len(order))):
         return backbone, matrix, rows  # the memory map itself: no copy
     return backbone, np.asarray(matrix[order], dtype=np.float32), rows
 
