@@ -21,6 +21,15 @@ def _unit(x: NDArray[np.float32]) -> NDArray[np.float32]:
     return np.asarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
+def row_norms(features: FloatArray, chunk: int = 16384) -> NDArray[np.float32]:
+    """L2 norm of every row (read in chunks: a memory map stays on disk)."""
+    out = np.empty(len(features), dtype=np.float32)
+    for start in range(0, len(features), chunk):
+        part = np.asarray(features[start : start + chunk], dtype=np.float32)
+        out[start : start + chunk] = np.sqrt(np.einsum("ij,ij->i", part, part))
+    return out
+
+
 def cosine_knn(
     features: FloatArray,
     queries: FloatArray,
@@ -29,6 +38,7 @@ def cosine_knn(
     exclude: BoolArray | None = None,
     combine: str = "mean",
     chunk: int = 16384,
+    norms: FloatArray | None = None,
 ) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
     """The ``k`` rows of ``features`` most similar (cosine) to ``queries``.
 
@@ -45,6 +55,9 @@ def cosine_knn(
     combine : {'mean', 'max'}
         Several queries: similarity to the mean of the normalised queries, or the
         highest similarity to any one query.
+    norms : float (N,), optional
+        The rows' L2 norms (:func:`row_norms`), kept by a caller that asks many
+        queries of the same rows: one pass over ``features`` instead of two.
 
     Returns
     -------
@@ -67,8 +80,11 @@ def cosine_knn(
     sims = np.empty(size, dtype=np.float32)
     for start in range(0, size, chunk):
         part = np.asarray(features[start : start + chunk], dtype=np.float32)
-        norms = np.sqrt(np.einsum("ij,ij->i", part, part))
-        sims[start : start + chunk] = (part @ q.T).max(axis=1) / np.maximum(norms, 1e-12)
+        if norms is None:
+            part_norms = np.sqrt(np.einsum("ij,ij->i", part, part))
+        else:
+            part_norms = np.asarray(norms[start : start + chunk], dtype=np.float32)
+        sims[start : start + chunk] = (part @ q.T).max(axis=1) / np.maximum(part_norms, 1e-12)
     allowed = np.ones(size, dtype=bool) if exclude is None else ~np.asarray(exclude, bool)
     rows = np.flatnonzero(allowed)
     k = min(k, len(rows))

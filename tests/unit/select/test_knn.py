@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from loupe.select.knn import cosine_knn
+from loupe.select.knn import cosine_knn, row_norms
 
 
 def _brute(x: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -22,6 +22,11 @@ def test_single_query_matches_brute_force() -> None:
     brute = _brute(x, q[None])[:, 0]
     assert rows.tolist() == np.argsort(-brute)[:10].tolist()
     assert np.allclose(sims, np.sort(brute)[::-1][:10], atol=1e-5)
+    # kept norms (one pass over the rows) give the same answer
+    norms = row_norms(x, chunk=41)
+    assert np.allclose(norms, np.linalg.norm(x, axis=1), rtol=1e-5)
+    rows2, sims2 = cosine_knn(x, q, 10, chunk=37, norms=norms)
+    assert rows2.tolist() == rows.tolist() and np.allclose(sims2, sims)
 
 
 def test_several_queries_mean_and_max_and_exclude() -> None:
