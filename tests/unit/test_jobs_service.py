@@ -406,3 +406,20 @@ def test_register_job_kind_refuses_a_second_function_for_a_name():
 
     with pytest.raises(ValueError, match="selftest"):
         registry.register_job_kind("selftest")(other)
+
+
+def test_an_unreachable_queue_fails_the_job_with_503_not_queued_for_ever(
+    settings: Any, project: Any, owner: Any, kinds: None
+) -> None:
+    # A Redis URL nothing listens on (port 1): the row must not stay 'queued'.
+    down = settings.model_copy(
+        update={"queue_url": "redis://127.0.0.1:1/0", "jobs_immediate": False}
+    )
+    with pytest.raises(LoupeError) as caught:
+        jobs.submit(down, kind="test.echo", project_id=project.id, params={}, user_id=owner.id)
+    assert caught.value.code == ErrorCode.UNAVAILABLE
+    job_id = caught.value.extra["job_id"]
+    with session_scope(settings.db_url) as db:
+        job = db.get(Job, job_id)
+        assert job is not None
+        assert job.status == JobStatus.failed.value and "unreachable" in (job.error or "")

@@ -17,7 +17,7 @@ import logging
 import zlib
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from loupe.db.models import Job, JobStatus, Project
@@ -102,7 +102,26 @@ def submit(
             user_id=user_id,
             exclusive=exclusive,
         ).id
-    enqueue(settings, job_id, kind)
+    try:
+        enqueue(settings, job_id, kind)
+    except Exception as exc:
+        if settings.jobs_immediate:
+            raise  # the job ran here: its own errors are its result
+        # The queue (Redis) is unreachable: the job would stay 'queued' for ever
+        # (and an exclusive one block its project). Fail it, retryable, and say so.
+        reason = f"the job queue is unreachable ({type(exc).__name__}: {exc})"
+        with session_scope(settings.db_url) as db:
+            db.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.queued.value)
+                .values(status=JobStatus.failed.value, error=reason, finished_at=utcnow())
+            )
+        raise LoupeError(
+            ErrorCode.UNAVAILABLE,
+            f"{reason}; retry job {job_id} shortly",
+            retry_after=5,
+            job_id=job_id,
+        ) from exc
     return fetch_job(settings, job_id)
 
 
