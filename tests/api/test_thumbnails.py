@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -29,6 +30,14 @@ def test_signed_thumbnail_urls(
         assert anonymous.get(forged).status_code == 403
         other = url.replace(item["sha256"], "0" * 64)
         assert anonymous.get(other).status_code == 403
+    # the grid's first page carries the thumbnails inline (one request, not one per tile)
+    assert item["thumbnail_data"] is None
+    inline = c.get(
+        f"/api/projects/{project.id}/items", params={"inline_thumbnails": "true"}
+    ).json()["data"][0]
+    prefix = "data:image/jpeg;base64,"
+    assert inline["thumbnail_data"].startswith(prefix)
+    assert base64.b64decode(inline["thumbnail_data"][len(prefix) :]) == by_id.content
 
 
 def test_signature_expiry_and_window() -> None:

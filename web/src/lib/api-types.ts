@@ -2111,6 +2111,11 @@ export interface components {
              * @description Signed, expiring URL of the JPEG thumbnail
              */
             thumbnail_url: string;
+            /**
+             * Thumbnail Data
+             * @description The thumbnail itself as a data: URI (only with ?inline_thumbnails=true)
+             */
+            thumbnail_data?: string | null;
             annotation: components["schemas"]["AnnotationPublic"] | null;
             draft: components["schemas"]["DraftPublic"] | null;
             /**
@@ -4402,6 +4407,8 @@ export interface operations {
                 after_id?: number | null;
                 /** @description compute the total (skip it for speed) */
                 count?: boolean;
+                /** @description add each stored thumbnail as a data: URI (the grid's first screen: one request instead of one per tile) */
+                inline_thumbnails?: boolean;
             };
             header?: never;
             path: {

@@ -60,6 +60,10 @@ class ItemPublic(BaseModel):
     created_at: dt.datetime
     version: int = Field(description="Annotation version for optimistic locking (0: none yet)")
     thumbnail_url: str = Field(description="Signed, expiring URL of the JPEG thumbnail")
+    thumbnail_data: str | None = Field(
+        default=None,
+        description="The thumbnail itself as a data: URI (only with ?inline_thumbnails=true)",
+    )
     annotation: AnnotationPublic | None
     draft: DraftPublic | None
     change_id: str | None = Field(

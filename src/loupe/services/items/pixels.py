@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +80,12 @@ def cached_thumbnail(settings: Settings, sha256: str) -> bytes | None:
         return thumbnail_file(settings, sha256).read_bytes()
     except (FileNotFoundError, IsADirectoryError):
         return None
+
+
+def thumbnail_data_uri(settings: Settings, sha256: str) -> str | None:
+    """The stored thumbnail as a ``data:image/jpeg;base64,...`` URI (None if not built)."""
+    jpeg = cached_thumbnail(settings, sha256)
+    return None if jpeg is None else "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
 
 
 def rebuild_thumbnail(settings: Settings, sha256: str) -> bytes:
