@@ -57,10 +57,31 @@ def feature_store(
     names = [str(m) for m in (version.members if version is not None else [])]
     names += [m for m in ensemble_members(dict(project.settings)) if m not in names]
     for name in names:
-        store = open_existing(settings.features_dir, project.id, name)
+        store = _open_store(settings, project.id, name)
         if store is not None and len(store):
             return name, store
     return None, None
+
+
+# Open stores are kept (a store re-reads its index when another process changed
+# it): opening one indexes its 100,000 ids, on every queue request otherwise.
+_STORES: OrderedDict[tuple[str, int, str], FeatureStore] = OrderedDict()
+
+
+def _open_store(settings: Settings, project_id: int, backbone: str) -> FeatureStore | None:
+    key = (str(settings.features_dir), project_id, backbone)
+    with _OUTPUTS_LOCK:
+        store = _STORES.get(key)
+        if store is not None:
+            _STORES.move_to_end(key)
+            return store
+    store = open_existing(settings.features_dir, project_id, backbone)
+    if store is not None:
+        with _OUTPUTS_LOCK:
+            _STORES[key] = store
+            while len(_STORES) > 8:
+                _STORES.popitem(last=False)
+    return store
 
 
 @dataclass(frozen=True)
@@ -121,16 +142,34 @@ def _version_output(db: Session, version: ModelVersion) -> _VersionOutput:
     return out
 
 
+_IDS: OrderedDict[tuple[Any, ...], NDArray[np.int64]] = OrderedDict()
+
+
+def _item_ids(db: Session, project_id: int) -> NDArray[np.int64]:
+    """The project's item ids (not in error), ascending; kept while their count, largest
+    and sum stay the same (ids only grow: an insert or a delete changes them)."""
+    live = (Item.project_id == project_id, Item.status != "error")
+    count, largest, total = db.execute(
+        select(func.count(Item.id), func.max(Item.id), func.sum(Item.id)).where(*live)
+    ).one()
+    key = (str(db.get_bind().engine.url), project_id, int(count), largest, total)
+    with _OUTPUTS_LOCK:
+        found = _IDS.get(key)
+        if found is not None:
+            _IDS.move_to_end(key)
+            return found
+    cursor = db.execute(select(Item.id).where(*live).order_by(Item.id))
+    ids = np.fromiter((row[0] for row in cursor.tuples()), dtype=np.int64)
+    with _OUTPUTS_LOCK:
+        _IDS[key] = ids
+        while len(_IDS) > 8:
+            _IDS.popitem(last=False)
+    return ids
+
+
 def load_arrays(db: Session, project: Project) -> ProjectArrays:
     """Items (not in error), the labelled mask, class labels and the active model's output."""
-    ids = np.asarray(
-        db.scalars(
-            select(Item.id)
-            .where(Item.project_id == project.id, Item.status != "error")
-            .order_by(Item.id)
-        ).all(),
-        dtype=np.int64,
-    )
+    ids = _item_ids(db, project.id)
     size = len(ids)
     version = active_version(db, project.id)
     class_names: tuple[str, ...] = ()
@@ -160,7 +199,6 @@ def load_arrays(db: Session, project: Project) -> ProjectArrays:
             spread = None
         else:
             spread = np.nan_to_num(spread, nan=float(np.nanmax(spread)))
-    row_of = {int(i): r for r, i in enumerate(ids.tolist())}
     kind = kind_of(project.task)
     if not class_names:
         class_names = tuple(kind.label_names(project.schema))
@@ -180,9 +218,9 @@ def load_arrays(db: Session, project: Project) -> ProjectArrays:
             Annotation.origin.in_(PERSON_ORIGINS),
         )
     ):
-        r = row_of.get(int(item_id))
-        if r is None:
-            continue
+        r = int(np.searchsorted(ids, item_id))
+        if r >= size or ids[r] != item_id:
+            continue  # an item in error
         labelled[r] = True
         target = kind.training_target(
             LabelValue(kind=ann_kind, label=label, scores=scores, data=data)
