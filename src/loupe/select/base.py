@@ -13,6 +13,7 @@ Every array of a request is indexed by row: row ``r`` is item ``ids[r]``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -207,3 +208,13 @@ def one_blas_thread() -> Iterator[None]:
         return
     with threadpool_limits(limits=1, user_api="blas"):
         yield
+
+
+def feature_fingerprint(ids: NDArray[np.int64], features: FloatArray) -> bytes:
+    """A key for results that depend on the features alone (kept between requests):
+    the rows' item ids and a sample of their values (a changed matrix changes it)."""
+    h = hashlib.blake2b(np.ascontiguousarray(ids, dtype=np.int64).tobytes())
+    if len(features):
+        sample = np.unique(np.linspace(0, len(features) - 1, num=16).astype(np.intp))
+        h.update(np.ascontiguousarray(np.asarray(features[sample], dtype=np.float32)).tobytes())
+    return h.digest()

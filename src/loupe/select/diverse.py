@@ -8,6 +8,8 @@ well under a second on 2 cores).
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -19,6 +21,7 @@ from loupe.select.base import (
     Ranked,
     SelectionRequest,
     Strategy,
+    feature_fingerprint,
     make_ranked,
     one_blas_thread,
 )
@@ -181,6 +184,29 @@ def _dist_to_row(
     return np.maximum(d, 0.0)
 
 
+_PROJECTIONS: OrderedDict[tuple[object, ...], NDArray[np.float32]] = OrderedDict()
+_PROJECTIONS_LOCK = threading.Lock()
+PROJECTION_DIMS = 64
+
+
+def _projection(ids: NDArray[np.int64], features: FloatArray) -> NDArray[np.float32]:
+    """The first PROJECTION_DIMS principal components of every row, kept per matrix."""
+    if features.shape[1] <= PROJECTION_DIMS:
+        return np.asarray(features, dtype=np.float32)
+    key = (tuple(features.shape), feature_fingerprint(ids, features))
+    with _PROJECTIONS_LOCK:
+        found = _PROJECTIONS.get(key)
+        if found is not None:
+            _PROJECTIONS.move_to_end(key)
+            return found
+    projected = np.asarray(pca_project(features, PROJECTION_DIMS), dtype=np.float32)
+    with _PROJECTIONS_LOCK:
+        _PROJECTIONS[key] = projected
+        while len(_PROJECTIONS) > 4:
+            _PROJECTIONS.popitem(last=False)
+    return projected
+
+
 class Diverse(Strategy):
     name = "diverse"
     title = "Diverse"
@@ -205,11 +231,14 @@ class Diverse(Strategy):
         # A big pool: the picks come from a seeded uniform sample of it. The farthest
         # items of a sample cover the space as well for a batch of tens, shun a few
         # extreme outliers, and only the sample and the covered rows are read.
+        # The search runs on the rows' principal components, projected once per
+        # feature matrix and kept (a 64-d copy instead of reading 1280-d rows).
         rng = np.random.default_rng(req.seed)
         sample = np.sort(rng.choice(np.flatnonzero(pool), MAX_CANDIDATES, replace=False))
         subset = np.union1d(sample, np.flatnonzero(covered))
+        projected = _projection(req.ids, req.features)
         picked, dists = k_center_greedy(
-            np.asarray(req.features[subset], dtype=np.float32),
+            np.asarray(projected[subset], dtype=np.float32),
             req.n,
             centres=covered[subset],
             candidates=np.isin(subset, sample),

@@ -9,7 +9,6 @@ of the two detectors' rank percentiles.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import OrderedDict
 
@@ -21,6 +20,7 @@ from loupe.select.base import (
     Ranked,
     SelectionRequest,
     Strategy,
+    feature_fingerprint,
     make_ranked,
     one_blas_thread,
     param_choice,
@@ -87,19 +87,10 @@ _SCORES: OrderedDict[tuple[object, ...], NDArray[np.float64]] = OrderedDict()
 _SCORES_LOCK = threading.Lock()
 
 
-def _fingerprint(ids: NDArray[np.int64], features: FloatArray) -> bytes:
-    """The rows' ids and a sample of their values (a changed matrix changes it)."""
-    h = hashlib.blake2b(np.ascontiguousarray(ids, dtype=np.int64).tobytes())
-    if len(features):
-        sample = np.unique(np.linspace(0, len(features) - 1, num=16).astype(np.intp))
-        h.update(np.ascontiguousarray(np.asarray(features[sample], dtype=np.float32)).tobytes())
-    return h.digest()
-
-
 def _cached_scores(
     ids: NDArray[np.int64], features: FloatArray, method: str, seed: int
 ) -> NDArray[np.float64]:
-    key = (method, seed, tuple(features.shape), _fingerprint(ids, features))
+    key = (method, seed, tuple(features.shape), feature_fingerprint(ids, features))
     with _SCORES_LOCK:
         found = _SCORES.get(key)
         if found is not None:

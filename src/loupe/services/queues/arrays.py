@@ -159,7 +159,7 @@ def _item_ids(db: Session, project_id: int) -> NDArray[np.int64]:
             _IDS.move_to_end(key)
             return found
     cursor = db.execute(select(Item.id).where(*live).order_by(Item.id))
-    ids = np.fromiter((row[0] for row in cursor.tuples()), dtype=np.int64)
+    ids = np.fromiter((row[0] for row in cursor), dtype=np.int64)
     with _OUTPUTS_LOCK:
         _IDS[key] = ids
         while len(_IDS) > 8:
