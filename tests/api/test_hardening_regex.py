@@ -27,7 +27,7 @@ def _png() -> bytes:
     return buf.getvalue()
 
 
-def test_catastrophic_pattern_on_a_long_name_finishes_in_a_second(
+def test_catastrophic_pattern_on_a_long_name_finishes(
     app: Any, login: Any, make_user: Any, make_project: Any
 ) -> None:
     owner = make_user()
@@ -49,10 +49,11 @@ def test_catastrophic_pattern_on_a_long_name_finishes_in_a_second(
     # The server keeps answering while (and after) the pattern runs.
     other = TestClient(app)
     assert other.get("/api/info").status_code == 200
-    worker.join(timeout=5)
+    # With a backtracking engine this name takes longer than the age of the universe;
+    # RE2 runs in linear time. The bound is generous (a loaded CI machine), not a timing.
+    worker.join(timeout=30)
     assert not worker.is_alive(), "the upload with a catastrophic case_pattern never finished"
     assert outcome["status"] == 200
-    assert outcome["seconds"] < 1.0, outcome
     print(f"catastrophic case_pattern upload answered in {outcome['seconds']:.3f}s")
     items = c.get(f"/api/projects/{project.id}/items").json()["data"]
     assert [i["filename"] for i in items] == [EVIL_NAME]
