@@ -37,6 +37,7 @@ from loupe.learn.pixel_heads import (
 )
 from loupe.services.labels.core import NONE_KIND, PERSON_ORIGINS
 from loupe.services.segments import files, pixels
+from loupe.services.training.versions import make_active
 from loupe.settings import Settings
 from loupe.tasks.predictions import insert_prediction_rows
 from loupe.tasks.segment import require_segment, segment_settings
@@ -339,26 +340,17 @@ def _activate(
     folder: Any,
 ) -> None:
     with session_scope(settings.db_url) as db:
-        db.execute(
-            update(ModelVersion)
-            .where(ModelVersion.project_id == project_id, ModelVersion.active.is_(True))
-            .values(active=False)
-        )
-        db.execute(
-            update(ModelVersion)
-            .where(ModelVersion.id == version_id)
-            .values(
-                status="ready",
-                active=True,
-                finished_at=utcnow(),
-                metrics=metrics,
-                params={
-                    k: opts[k] for k in ("pixel_features", "pixel_head", "patience", "min_delta")
-                },
-                trained_on={
-                    "items": len(labelled),
-                    "item_ids": [r.item.id for r in labelled][:1000],
-                },
-                artifact_path=str(folder),
-            )
+        make_active(
+            db,
+            project_id,
+            version_id,
+            status="ready",
+            finished_at=utcnow(),
+            metrics=metrics,
+            params={k: opts[k] for k in ("pixel_features", "pixel_head", "patience", "min_delta")},
+            trained_on={
+                "items": len(labelled),
+                "item_ids": [r.item.id for r in labelled][:1000],
+            },
+            artifact_path=str(folder),
         )

@@ -26,6 +26,7 @@ from loupe.jobs.context import JobContext
 from loupe.jobs.core import submit
 from loupe.jobs.registry import register_job_kind, register_periodic
 from loupe.services.labels.core import PERSON_ORIGINS
+from loupe.services.training.versions import make_active
 from loupe.settings import Settings
 from loupe.tasks import kind_of
 from loupe.tasks.base import TrainingData
@@ -174,28 +175,21 @@ def _activate(
     artifact: Path,
 ) -> None:
     with session_scope(settings.db_url) as db:
-        db.execute(
-            update(ModelVersion)
-            .where(ModelVersion.project_id == project_id, ModelVersion.active.is_(True))
-            .values(active=False)
-        )
-        db.execute(
-            update(ModelVersion)
-            .where(ModelVersion.id == version_id)
-            .values(
-                status="ready",
-                active=True,
-                finished_at=utcnow(),
-                metrics=outcome.metrics,
-                calibration=outcome.calibration,
-                params=outcome.params,
-                trained_on={
-                    "items": len(outcome.trained_on_ids),
-                    "label_counts": outcome.label_counts,
-                    "item_ids_sha256": outcome.trained_on_digest,
-                },
-                artifact_path=str(artifact),
-            )
+        make_active(
+            db,
+            project_id,
+            version_id,
+            status="ready",
+            finished_at=utcnow(),
+            metrics=outcome.metrics,
+            calibration=outcome.calibration,
+            params=outcome.params,
+            trained_on={
+                "items": len(outcome.trained_on_ids),
+                "label_counts": outcome.label_counts,
+                "item_ids_sha256": outcome.trained_on_digest,
+            },
+            artifact_path=str(artifact),
         )
 
 
@@ -208,13 +202,7 @@ def activate_version(db: Session, project: Project, version_id: int) -> ModelVer
         raise LoupeError(
             ErrorCode.CONFLICT, f"version {version.number} is {version.status}, not ready"
         )
-    db.execute(
-        update(ModelVersion)
-        .where(ModelVersion.project_id == project.id, ModelVersion.active.is_(True))
-        .values(active=False)
-    )
-    version.active = True
-    db.flush()
+    make_active(db, project.id, version.id)
     return version
 
 

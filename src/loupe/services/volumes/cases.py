@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from loupe.db.models import Annotation, Item, Job, ModelVersion, Prediction, Project
@@ -116,15 +116,6 @@ def fail_version(settings: Settings, version_id: int, reason: str) -> None:
             version.status = "failed"
             version.finished_at = utcnow()
             version.params = {**(version.params or {}), "error": reason[:2000]}
-
-
-def activate(db: Session, project_id: int, version_id: int) -> None:
-    db.execute(
-        update(ModelVersion)
-        .where(ModelVersion.project_id == project_id, ModelVersion.active.is_(True))
-        .values(active=False)
-    )
-    db.execute(update(ModelVersion).where(ModelVersion.id == version_id).values(active=True))
 
 
 def store_prediction(

@@ -27,9 +27,9 @@ from loupe.errors import ErrorCode, LoupeError
 from loupe.jobs.context import JobContext
 from loupe.jobs.core import submit
 from loupe.jobs.registry import register_job_kind
+from loupe.services.training.versions import make_active
 from loupe.services.volumes.cases import (
     VOLUME_QUEUE,
-    activate,
     corrected_cases,
     get_project,
     new_version,
@@ -250,4 +250,4 @@ def _build(
 def _activate_if_none(settings: Settings, project_id: int, version_id: int) -> None:
     with session_scope(settings.db_url) as db:
         if active_version(db, project_id) is None:
-            activate(db, project_id, version_id)
+            make_active(db, project_id, version_id)

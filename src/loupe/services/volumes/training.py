@@ -23,10 +23,10 @@ from loupe.errors import ErrorCode, LoupeError
 from loupe.jobs.context import JobContext
 from loupe.jobs.core import submit
 from loupe.jobs.registry import register_job_kind
+from loupe.services.training.versions import make_active
 from loupe.services.volumes.cases import (
     VOLUME_QUEUE,
     CorrectedCase,
-    activate,
     corrected_cases,
     fail_version,
     get_project,
@@ -178,7 +178,7 @@ def train_volumes(
             "val_item_ids": [c.source.item_id for c in held],
         }
         if better:
-            activate(db, project_id, version_id)
+            make_active(db, project_id, version_id)
     return {**live, "val_dice_mean": mean, "active_val_dice_mean": baseline, "activated": better}
 
 
