@@ -26,7 +26,6 @@ from loupe.errors import ErrorCode, LoupeError
 from loupe.services.labels.core import HUMAN, MODEL_ACCEPTED, NONE_KIND, get_item, write
 from loupe.services.segments import files
 from loupe.settings import Settings
-from loupe.tasks import kind_of
 from loupe.tasks.base import LabelValue
 from loupe.tasks.segment import require_segment
 
@@ -180,8 +179,7 @@ def _write(
         "mask": mask,
     }
     value = LabelValue(kind="mask" if mask else "points", data=data)
-    kind_of(project.task).validate_label(project.schema, value)
-    ann = write(
+    ann = write(  # validates the value against the project's kind
         db,
         project,
         item_id,
