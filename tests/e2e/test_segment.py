@@ -249,9 +249,19 @@ def test_segment_train_heatmap_extract_accept_brush(
     shot(page, "segment-mask")
 
     # Stop: a second training is cancelled; the first model (and its heatmap) stays.
+    # (No early stop this time, so the run cannot end before Stop is pressed.)
+    long_run = {"patience": 100_000, "max_epochs": 100_000}
+    api.patch(f"/api/projects/{pid}", json={"settings": long_run}).raise_for_status()
+    first = api.get(f"/api/projects/{pid}/segment/status").json()["last_version"]
+    assert first["active"]
     page.get_by_role("button", name="Train", exact=True).click()
     page.get_by_role("button", name="Stop").click()
     expect(status).to_have_attribute("data-status", "cancelled", timeout=60_000)
+    api.patch(
+        f"/api/projects/{pid}", json={"settings": {"patience": 2, "max_epochs": 6}}
+    ).raise_for_status()
+    kept = api.get(f"/api/projects/{pid}/segment/status").json()["last_version"]
+    assert kept["id"] == first["id"] and kept["active"]
     page.get_by_role("button", name="Refresh heatmap").click()
     expect(heat).to_have_attribute("data-state", "loaded")
 

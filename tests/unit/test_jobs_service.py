@@ -17,7 +17,7 @@ from loupe.errors import ErrorCode, LoupeError
 from loupe.jobs import core as jobs
 from loupe.jobs import registry
 from loupe.jobs import runner as job_runner
-from loupe.jobs.context import JobContext
+from loupe.jobs.context import JobCancelled, JobContext
 
 
 @pytest.fixture
@@ -345,6 +345,22 @@ def test_progress_writes_are_throttled(settings: Any, db: Any):
     assert (job.progress, job.message) == (1.0, "100%")
     assert job.heartbeat_at is not None
     ctx.check_cancelled()  # no request: returns
+
+
+def test_a_fresh_cancel_check_reads_the_request_inside_the_throttle(settings: Any, owner: Any):
+    """Before an irreversible step (activating a model) a job reads the flag now: a Stop
+    pressed between two throttled checks still wins."""
+    job_id = _create(settings, kind="selftest", project_id=None, params={}, user_id=None)
+    with session_scope(settings.db_url) as s:
+        job = s.get(Job, job_id)
+        job.status, job.attempts = "running", 1
+    ctx = JobContext(settings, job_id, attempt=1, min_interval_s=10)
+    ctx.progress(0.5, "half")  # the first write: the next check inside 10 s is throttled
+    with session_scope(settings.db_url) as db:
+        jobs.cancel_job(db, job_id, user_id=owner.id)
+    ctx.check_cancelled()  # throttled: the request is not seen yet
+    with pytest.raises(JobCancelled):
+        ctx.check_cancelled(fresh=True)
 
 
 def test_stale_job_with_a_cancel_request_is_reaped_as_cancelled(settings: Any, owner: Any):

@@ -59,13 +59,15 @@ class JobContext:
         if time.monotonic() - self._last_write >= self.min_interval_s:
             self.beat()
 
-    def check_cancelled(self) -> None:
+    def check_cancelled(self, *, fresh: bool = False) -> None:
         """Raise :class:`JobCancelled` if a user asked to cancel this job.
 
         Also raises when the row is no longer this attempt's (reaped as lost, or
-        re-run elsewhere), so a worker that was presumed dead stops working.
+        re-run elsewhere), so a worker that was presumed dead stops working. The
+        flag is read at most once per ``min_interval_s``; ``fresh`` reads it now
+        (before a step that cannot be undone, such as activating a model).
         """
-        if time.monotonic() - self._last_write >= self.min_interval_s:
+        if fresh or time.monotonic() - self._last_write >= self.min_interval_s:
             self.beat()
         if self._lost:
             raise JobCancelled("this attempt no longer owns the job (reaped or re-run)")

@@ -119,7 +119,8 @@ def run_segment_train(
     settings: Settings, ctx: JobContext, params: dict[str, Any]
 ) -> dict[str, Any]:
     def report(fraction: float, message: dict[str, Any]) -> None:
-        ctx.check_cancelled()
+        # A Stop that arrives before the new version is activated still wins.
+        ctx.check_cancelled(fresh=message.get("stage") == "activate")
         ctx.progress(fraction, json.dumps(message))
 
     item_id = params.get("item_id")
@@ -280,6 +281,7 @@ def _train(
         "train_pixels": int(len(trainer.train_idx)),
         "val_pixels": int(len(trainer.val_idx)),
     }
+    say(0.97, {"stage": "activate"})
     _activate(settings, project.id, version_id, metrics, opts, labelled, folder)
     return {
         "model_version_id": version_id,
