@@ -29,6 +29,31 @@ PASSWORD = "correct horse battery"
 load_plugins()
 
 
+# `make test` (and so CI) sets this: a test that skips (a missing package, server or
+# tool) fails instead, so that a broken set-up can never pass as green.
+STRICT_SKIPS = os.environ.get("LOUPE_STRICT_SKIPS") == "1"
+
+
+def _strict(report: Any) -> None:
+    if STRICT_SKIPS and report.skipped and not hasattr(report, "wasxfail"):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped, and LOUPE_STRICT_SKIPS=1 (make test) forbids it: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    _strict(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+    outcome = yield
+    _strict(outcome.get_result())
+
+
 def _pg_url(dbname: str) -> str:
     base, _, _ = PG_ADMIN_URL.rpartition("/")
     return f"{base}/{dbname}"
