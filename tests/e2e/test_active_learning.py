@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import expect
+from tests.e2e.api_helpers import create_project, put_label
 
 pytestmark = pytest.mark.e2e
 
@@ -31,25 +32,13 @@ def test_queue_similar_and_map(
     page: Any, live_server: Any, ui_login: Any, folder: Any, upload: Any
 ) -> None:
     api = live_server.client("alice")
-    r = api.post(
-        "/api/projects",
-        json={
-            "name": f"Active learning {uuid.uuid4().hex[:6]}",
-            "task": "classify",
-            "schema": {"classes": [{"name": "tumour"}, {"name": "stroma"}]},
-        },
-    )
-    r.raise_for_status()
-    pid = r.json()["id"]
+    pid = create_project(api, f"Active learning {uuid.uuid4().hex[:6]}")
     ids = upload(api, pid, sorted(folder.glob("*/*.png")))
     assert len(ids) == 12
     # P-001 tiles alternate between the two source images: label two of each
     labelled = {ids[0]: "tumour", ids[2]: "tumour", ids[1]: "stroma", ids[3]: "stroma"}
     for item_id, cls in labelled.items():
-        api.put(
-            f"/api/projects/{pid}/items/{item_id}/label",
-            json={"kind": "class", "label": cls, "version": 0},
-        ).raise_for_status()
+        put_label(api, pid, item_id, {"kind": "class", "label": cls, "version": 0})
     live_server.train(pid, members=("classic",))
 
     # The queue: pick 'uncertain', Pull -> the 8 unlabelled items, leased to alice.

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import expect
+from tests.e2e.api_helpers import annotation_of, cases_by_name, create_project
 
 pytestmark = pytest.mark.e2e
 
@@ -27,25 +28,8 @@ def wait_until(page: Any, check: Callable[[], bool], timeout: float = 10.0) -> N
         page.wait_for_timeout(100)
 
 
-def _project(api: Any, name: str) -> int:
-    r = api.post(
-        "/api/projects",
-        json={
-            "name": name,
-            "task": "classify",
-            "schema": {"classes": [{"name": "tumour"}, {"name": "stroma"}]},
-        },
-    )
-    r.raise_for_status()
-    return int(r.json()["id"])
-
-
-def _cases(api: Any, project_id: int) -> dict[str, dict[str, Any]]:
-    return {c["name"]: c for c in api.get(f"/api/projects/{project_id}/cases").json()["data"]}
-
-
 def _label_of(api: Any, project_id: int, item_id: int) -> str | None:
-    a = api.get(f"/api/projects/{project_id}/items/{item_id}").json()["annotation"]
+    a = annotation_of(api, project_id, item_id)
     return a["label"] if a else None
 
 
@@ -53,9 +37,9 @@ def test_label_change_in_a_finished_case_reopens_it_and_stales_its_report(
     page: Any, live_server: Any, ui_login: Any, upload: Any, folder: Path, shot: Any
 ) -> None:
     api = live_server.client("alice")
-    pid = _project(api, "Finished case E2E")
+    pid = create_project(api, "Finished case E2E")
     ids = upload(api, pid, sorted((folder / "P-001").glob("*.png")), case="P-001")
-    case_id = _cases(api, pid)["P-001"]["id"]
+    case_id = cases_by_name(api, pid)["P-001"]["id"]
     api.patch(f"/api/projects/{pid}/cases/{case_id}", json={"status": "finished"})
     api.post(f"/api/projects/{pid}/cases/{case_id}/report").raise_for_status()
 
@@ -82,7 +66,7 @@ def test_label_change_in_a_finished_case_reopens_it_and_stales_its_report(
     assert questions == ["This case is finished. Reopen it to change labels?"]
     expect(page.get_by_text(re.compile("is finished; reopen it"))).to_be_visible()
     assert _label_of(api, pid, first) is None
-    assert _cases(api, pid)["P-001"]["status"] == "finished"
+    assert cases_by_name(api, pid)["P-001"]["status"] == "finished"
 
     # Accepting reopens the case and saves the label; the stored report is stale.
     def accept(d: Any) -> None:
@@ -94,7 +78,7 @@ def test_label_change_in_a_finished_case_reopens_it_and_stales_its_report(
     page.keyboard.press("1")
     wait_until(page, lambda: _label_of(api, pid, first) == "tumour")
     assert len(questions) == 2
-    assert _cases(api, pid)["P-001"]["status"] == "open"
+    assert cases_by_name(api, pid)["P-001"]["status"] == "open"
     expect(actions.get_by_test_id("case-status")).to_have_text("open")
     expect(actions.get_by_test_id("report-stale")).to_have_text("stale — regenerate")
     reports = api.get(f"/api/projects/{pid}/reports", params={"case_id": case_id}).json()
@@ -114,10 +98,10 @@ def test_move_items_between_cases(
     page: Any, live_server: Any, ui_login: Any, upload: Any, folder: Path
 ) -> None:
     api = live_server.client("alice")
-    pid = _project(api, "Move items E2E")
+    pid = create_project(api, "Move items E2E")
     upload(api, pid, sorted((folder / "P-001").glob("*.png")), case="P-001")
     upload(api, pid, sorted((folder / "P-002").glob("*.png")), case="P-002")
-    cases = _cases(api, pid)
+    cases = cases_by_name(api, pid)
 
     ui_login(page, "alice", path=f"/projects/{pid}?case={cases['P-001']['id']}")
     tiles = page.locator("[data-item-id]")
@@ -133,7 +117,7 @@ def test_move_items_between_cases(
     expect(tiles).to_have_count(4)
     nav = page.get_by_role("navigation", name="Cases and filters")
     expect(nav.get_by_role("button", name=re.compile(r"^P-002"))).to_contain_text("/8")
-    after = _cases(api, pid)
+    after = cases_by_name(api, pid)
     assert (after["P-001"]["items"], after["P-002"]["items"]) == (4, 8)
     items = api.get(f"/api/projects/{pid}/items", params={"limit": 100}).json()["data"]
     assert {i["id"] for i in items if i["case_id"] == cases["P-002"]["id"]} >= moved
@@ -145,13 +129,13 @@ def test_move_items_between_cases(
     page.once("dialog", lambda d: d.accept("P-003"))
     page.get_by_role("button", name="Move to case…").click()
     expect(nav.get_by_role("button", name=re.compile(r"^P-003"))).to_be_visible()
-    assert _cases(api, pid)["P-003"]["items"] == 1
+    assert cases_by_name(api, pid)["P-003"]["items"] == 1
     api.close()
 
 
 def test_case_pattern_in_project_settings(page: Any, live_server: Any, ui_login: Any) -> None:
     api = live_server.client("alice")
-    pid = _project(api, "Case pattern E2E")
+    pid = create_project(api, "Case pattern E2E")
     ui_login(page, "alice", path=f"/projects/{pid}")
     page.get_by_role("button", name="Settings").click()
     settings = page.get_by_role("dialog", name="Model settings")
@@ -182,7 +166,7 @@ def test_upload_into_all_items_asks_for_the_case(
     page: Any, live_server: Any, ui_login: Any, folder: Path, tmp_path: Path
 ) -> None:
     api = live_server.client("alice")
-    pid = _project(api, "Upload case E2E")
+    pid = create_project(api, "Upload case E2E")
     flat = tmp_path / "S-77"
     flat.mkdir()
     for p in sorted((folder / "P-001").glob("*.png"))[:2]:
@@ -214,7 +198,7 @@ def test_upload_into_all_items_asks_for_the_case(
     page.get_by_test_id("folder-input").set_input_files(str(flat))
     expect(page.get_by_text("2 of 2 finished")).to_be_visible(timeout=60_000)
     assert questions[1][1] == "S-77"
-    assert _cases(api, pid)["S-77"]["items"] == 2
+    assert cases_by_name(api, pid)["S-77"]["items"] == 2
     nav = page.get_by_role("navigation", name="Cases and filters")
     expect(nav.get_by_role("button", name=re.compile(r"^S-77"))).to_be_visible()
     api.close()

@@ -14,28 +14,13 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import expect
+from tests.e2e.api_helpers import cases_by_name, create_project, put_label
 
 pytestmark = pytest.mark.e2e
 
 
-def _project(api: Any, name: str) -> int:
-    r = api.post(
-        "/api/projects",
-        json={
-            "name": name,
-            "task": "classify",
-            "schema": {"classes": [{"name": "tumour"}, {"name": "stroma"}]},
-        },
-    )
-    r.raise_for_status()
-    return int(r.json()["id"])
-
-
 def _label(api: Any, project_id: int, item_id: int, label: str) -> None:
-    r = api.put(
-        f"/api/projects/{project_id}/items/{item_id}/label", json={"kind": "class", "label": label}
-    )
-    r.raise_for_status()
+    put_label(api, project_id, item_id, {"kind": "class", "label": label})
 
 
 def _labels(api: Any, project_id: int) -> dict[str, str | None]:
@@ -49,21 +34,16 @@ def _labels(api: Any, project_id: int) -> dict[str, str | None]:
     return out
 
 
-def _case_id(api: Any, project_id: int, name: str) -> int:
-    cases = api.get(f"/api/projects/{project_id}/cases").json()["data"]
-    return int(next(c["id"] for c in cases if c["name"] == name))
-
-
 def test_finish_case_report_and_history(
     page: Any, live_server: Any, ui_login: Any, upload: Any, folder: Path, shot: Any
 ) -> None:
     api = live_server.client("alice")
-    pid = _project(api, "Report E2E")
+    pid = create_project(api, "Report E2E")
     ids = upload(api, pid, sorted((folder / "P-001").glob("*.png")), case="P-001")
     upload(api, pid, sorted((folder / "P-002").glob("*.png")), case="P-002")
     for i, item_id in enumerate(ids[:4]):
         _label(api, pid, item_id, "tumour" if i % 2 else "stroma")
-    case_id = _case_id(api, pid, "P-001")
+    case_id = cases_by_name(api, pid)["P-001"]["id"]
 
     ui_login(page, "alice", path=f"/projects/{pid}?case={case_id}")
     actions = page.get_by_test_id("case-actions")
@@ -126,7 +106,7 @@ def test_export_and_label_import(
     page: Any, live_server: Any, ui_login: Any, upload: Any, folder: Path, shot: Any, tmp_path: Path
 ) -> None:
     api = live_server.client("alice")
-    pid = _project(api, "Export E2E")
+    pid = create_project(api, "Export E2E")
     files = sorted((folder / "P-001").glob("*.png"))
     ids = upload(api, pid, files, case="P-001")
     _label(api, pid, ids[0], "tumour")
@@ -214,7 +194,7 @@ def test_viewer_exports_but_cannot_import(
     page: Any, live_server: Any, ui_login: Any, upload: Any, folder: Path
 ) -> None:
     api = live_server.client("alice")
-    pid = _project(api, "Viewer export E2E")
+    pid = create_project(api, "Viewer export E2E")
     upload(api, pid, sorted((folder / "P-002").glob("*.png"))[:2], case="P-002")
     member = {"email": live_server.users["bob"], "role": "viewer"}
     api.post(f"/api/projects/{pid}/members", json=member).raise_for_status()

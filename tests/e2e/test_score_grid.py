@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import expect
+from tests.e2e.api_helpers import annotation_of, create_project, put_label
 
 pytestmark = pytest.mark.e2e
 
@@ -19,37 +20,19 @@ METRICS = [
 ]
 
 
-def _annotation(client: Any, project_id: int, item_id: int) -> dict[str, Any] | None:
-    it = client.get(f"/api/projects/{project_id}/items/{item_id}").json()
-    return it["annotation"]  # type: ignore[no-any-return]
-
-
 def test_score_drafts_on_tiles_and_panel_and_keys_stay_in_the_panel(
     page: Any, live_server: Any, ui_login: Any, folder: Any, upload: Any
 ) -> None:
     api = live_server.client("alice")
-    r = api.post(
-        "/api/projects",
-        json={
-            "name": f"Drafted scores {uuid.uuid4().hex[:6]}",
-            "task": "score",
-            "schema": {"metrics": METRICS},
-        },
+    pid = create_project(
+        api, f"Drafted scores {uuid.uuid4().hex[:6]}", task="score", schema={"metrics": METRICS}
     )
-    r.raise_for_status()
-    pid = r.json()["id"]
     files = sorted(folder.glob("*/*.png"))
     ids = upload(api, pid, files)
     # nine items scored elsewhere: enough out-of-fold residuals for a 90% interval
     for k, item_id in enumerate(ids[3:]):
-        api.put(
-            f"/api/projects/{pid}/items/{item_id}/label",
-            json={
-                "kind": "scores",
-                "scores": {"fibrosis": k % 5, "inflammation": 0.5 * (k % 7)},
-                "version": 0,
-            },
-        ).raise_for_status()
+        scores = {"fibrosis": k % 5, "inflammation": 0.5 * (k % 7)}
+        put_label(api, pid, item_id, {"kind": "scores", "scores": scores, "version": 0})
     live_server.train(pid, members=("classic",))  # one member: its flags come from intervals
     draft = api.get(f"/api/projects/{pid}/items/{ids[0]}").json()["draft"]
     drafted = draft["output"]["scores"]
@@ -75,16 +58,16 @@ def test_score_drafts_on_tiles_and_panel_and_keys_stay_in_the_panel(
     expect(page.get_by_test_id("save-state")).to_have_text("Saved")
     expect(tile).to_have_attribute("aria-selected", "true")
     expect(page.get_by_role("region", name=files[0].name)).to_be_visible()
-    ann = _annotation(api, pid, ids[0])
+    ann = annotation_of(api, pid, ids[0])
     assert ann is not None and ann["kind"] == "scores" and ann["scores"] == {"fibrosis": 0}
-    assert _annotation(api, pid, ids[1]) is None  # the next tile was neither moved to nor labelled
+    assert annotation_of(api, pid, ids[1]) is None  # the next tile: neither moved to nor labelled
 
     # Out of range: a human message, and nothing is sent.
     box.fill("7")
     expect(panel.get_by_role("alert")).to_have_text("fibrosis must be 0-4 in steps of 1")
     expect(page.get_by_test_id("save-state")).to_have_text("fibrosis must be 0-4 in steps of 1")
     time.sleep(1.0)  # past the autosave delay
-    assert _annotation(api, pid, ids[0])["scores"] == {"fibrosis": 0}  # type: ignore[index]
+    assert annotation_of(api, pid, ids[0])["scores"] == {"fibrosis": 0}  # type: ignore[index]
     box.fill("3")
     expect(panel.get_by_role("alert")).to_have_count(0)
     expect(page.get_by_test_id("save-state")).to_have_text("Saved")
@@ -99,16 +82,7 @@ def test_grid_filters_by_predicted_class_and_sorts_by_confidence(
     from loupe.db.models import ModelVersion, Prediction
 
     api = live_server.client("alice")
-    r = api.post(
-        "/api/projects",
-        json={
-            "name": f"Sorted drafts {uuid.uuid4().hex[:6]}",
-            "task": "classify",
-            "schema": {"classes": [{"name": "tumour"}, {"name": "stroma"}]},
-        },
-    )
-    r.raise_for_status()
-    pid = r.json()["id"]
+    pid = create_project(api, f"Sorted drafts {uuid.uuid4().hex[:6]}")
     ids = upload(api, pid, sorted(folder.glob("P-001/*.png")))
     # Known drafts, written as a training would: the subject here is the grid.
     drafts = {  # item -> (class, confidence)

@@ -4,17 +4,13 @@ parent stops running chunks.
 
 Two set-ups (worker start-up dominates the time, so not all four pairs): the
 embedded default (SQLite + SqliteHuey) and the server one (PostgreSQL, marker
-``postgres``, + RedisHuey, marker ``redis``, on Redis database 15 under a queue
-name of its own whose keys are deleted afterwards).
+``postgres``, + RedisHuey, marker ``redis``: ``queue_settings`` in
+tests/integration/conftest.py).
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,14 +19,14 @@ import numpy as np
 import pytest
 from PIL import Image
 from sqlalchemy import func, select
+from tests.integration.worker_helpers import Workers, wait_for_job, worker_script
 
 from loupe.db.models import Item, Job
 from loupe.db.session import session_scope
 from loupe.jobs import chunks
 from loupe.jobs import core as jobs
-from loupe.jobs.registry import JOB_KINDS, QUEUES
+from loupe.jobs.registry import JOB_KINDS
 
-REDIS_URL = os.environ.get("LOUPE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 TIMEOUT_S = 40.0
 MEET, SPIN = "test.meet", "test.spin"
 
@@ -68,7 +64,7 @@ def finish(settings, ctx, params, results):
 register_chunked_kind({MEET!r}, plan=plan, chunk=meet, finalize=finish)
 register_chunked_kind({SPIN!r}, plan=plan, chunk=spin, finalize=finish)
 """
-WORKER_SCRIPT = KINDS + "\nimport sys\nfrom loupe.cli import app\napp(['worker', *sys.argv[1:]])\n"
+WORKER_SCRIPT = worker_script(KINDS)
 
 
 @pytest.fixture
@@ -91,58 +87,17 @@ SETUPS = pytest.mark.parametrize(
 
 
 @pytest.fixture
-def queue_settings(
-    request: pytest.FixtureRequest, settings: Any, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Any]:
-    """Settings of the test and of its workers: jobs go through a real queue."""
-    from loupe.jobs.queue import get_huey
-    from loupe.settings import Settings, get_settings
-
-    monkeypatch.delenv("LOUPE_JOBS_IMMEDIATE")
-    monkeypatch.setenv("LOUPE_JOB_HEARTBEAT_S", "0.2")
-    if request.param == "redis-queue":
-        monkeypatch.setenv("LOUPE_QUEUE_URL", REDIS_URL)
-        monkeypatch.setenv("LOUPE_QUEUE_NAME", f"loupe_test_{uuid.uuid4().hex[:12]}")
-    get_settings.cache_clear()
-    s = Settings()
-    assert not s.jobs_immediate
-    yield s
-    if s.queue_url:
-        for queue in QUEUES:
-            get_huey(s, queue).storage.flush_all()  # this queue name's keys only
-
-
-@pytest.fixture
-def two_workers(queue_settings: Any, tmp_path: Path) -> Iterator[list[int]]:
+def two_workers(workers: Workers) -> Iterator[list[int]]:
     """Two ``loupe worker`` processes, one thread each; yields their pids."""
-    procs = []
-    for k in range(2):
-        with open(tmp_path / f"worker-{k}.log", "wb") as log:
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-c", WORKER_SCRIPT],
-                    env=dict(os.environ),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    cwd=tmp_path,
-                )
-            )
+    procs = [workers.start(WORKER_SCRIPT) for _ in range(2)]
     yield [p.pid for p in procs]
-    for proc in procs:  # every job has ended: nothing to wind down gracefully
-        proc.kill()
-    for proc in procs:
-        proc.wait()
+    workers.stop(graceful=False)  # every job has ended: nothing to wind down gracefully
 
 
 def _wait_for(settings: Any, job_id: int, done: Callable[[Any], bool], tmp_path: Path) -> Any:
-    deadline = time.monotonic() + TIMEOUT_S
-    while time.monotonic() < deadline:
-        job = jobs.fetch_job(settings, job_id)
-        if done(job):
-            return job
-        time.sleep(0.05)
-    logs = "\n".join(p.read_text() for p in sorted(tmp_path.glob("worker-*.log")))
-    pytest.fail(f"job {job_id} still {job.status} after {TIMEOUT_S}s\n{logs}")
+    return wait_for_job(
+        settings, job_id, done, what="finished", timeout_s=TIMEOUT_S, log_dir=tmp_path
+    )
 
 
 def _children(settings: Any, parent_id: int) -> list[Job]:

@@ -2,8 +2,7 @@
 worker child process of ``loupe serve``.
 
 Runs once with the default SqliteHuey queue in LOUPE_HOME and once with
-RedisHuey (marker ``redis``) on Redis database 15 under a queue name of its own,
-whose keys it deletes afterwards (never FLUSHALL / FLUSHDB).
+RedisHuey (marker ``redis``): ``queue_settings`` in tests/integration/conftest.py.
 """
 
 from __future__ import annotations
@@ -13,33 +12,30 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.integration.worker_helpers import Workers, wait_for_job, worker_script
 
 from loupe.jobs import core as jobs
 from loupe.jobs import runner as job_runner
 from loupe.jobs.context import JobContext
-from loupe.jobs.registry import JOB_KINDS, QUEUES, register_job_kind
+from loupe.jobs.registry import JOB_KINDS, register_job_kind
 
-REDIS_URL = os.environ.get("LOUPE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 TIMEOUT_S = 30.0
 GPU_KIND = "test.gpu_echo"
 # `loupe worker ARGS...` in a process that also knows the test-only gpu kind.
-WORKER_SCRIPT = f"""
-import sys
+WORKER_SCRIPT = worker_script(
+    f"""
 from loupe.jobs.registry import register_job_kind
 
 @register_job_kind({GPU_KIND!r}, queue="gpu")
 def gpu_echo(settings, ctx, params):
     return {{"echo": params}}
-
-from loupe.cli import app
-app(["worker", *sys.argv[1:]])
 """
+)
 
 
 @pytest.fixture
@@ -54,67 +50,16 @@ def gpu_kind() -> Iterator[str]:
     JOB_KINDS.pop(GPU_KIND, None)
 
 
-@pytest.fixture(params=["sqlite-queue", pytest.param("redis-queue", marks=pytest.mark.redis)])
-def queue_settings(
-    request: pytest.FixtureRequest, settings: Any, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Any]:
-    """Settings of the test and of its workers: jobs go through a real queue."""
-    from loupe.jobs.queue import get_huey
-    from loupe.settings import Settings, get_settings
-
-    monkeypatch.delenv("LOUPE_JOBS_IMMEDIATE")
-    monkeypatch.setenv("LOUPE_JOB_HEARTBEAT_S", "0.2")
-    if request.param == "redis-queue":
-        monkeypatch.setenv("LOUPE_QUEUE_URL", REDIS_URL)
-        monkeypatch.setenv("LOUPE_QUEUE_NAME", f"loupe_test_{uuid.uuid4().hex[:12]}")
-    get_settings.cache_clear()
-    s = Settings()
-    assert not s.jobs_immediate
-    yield s
-    if s.queue_url:
-        for queue in QUEUES:
-            get_huey(s, queue).storage.flush_all()  # this queue name's keys only
-
-
 @pytest.fixture
-def start_worker(queue_settings: Any, tmp_path: Path) -> Iterator[Callable[[], Any]]:
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def _start(*args: str) -> subprocess.Popen[bytes]:
-        log = open(tmp_path / f"worker-{len(procs)}.log", "wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-c", WORKER_SCRIPT, *args],
-            env=dict(os.environ),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-        )
-        log.close()
-        procs.append(proc)
-        return proc
-
-    yield _start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+def start_worker(workers: Workers) -> Callable[..., subprocess.Popen[bytes]]:
+    """``start_worker(*args)``: a ``loupe worker ARGS...`` that knows the gpu kind."""
+    return lambda *args: workers.start(WORKER_SCRIPT, *args)
 
 
 def _wait_for(
     settings: Any, job_id: int, done: Callable[[Any], bool], what: str, log_dir: Path
 ) -> Any:
-    deadline = time.monotonic() + TIMEOUT_S
-    while time.monotonic() < deadline:
-        job = jobs.fetch_job(settings, job_id)
-        if done(job):
-            return job
-        time.sleep(0.05)
-    logs = "\n".join(p.read_text() for p in sorted(log_dir.glob("worker-*.log")))
-    pytest.fail(f"job {job_id} not {what} after {TIMEOUT_S}s: {job.status}\n{logs}")
+    return wait_for_job(settings, job_id, done, what=what, timeout_s=TIMEOUT_S, log_dir=log_dir)
 
 
 def test_worker_runs_a_job(

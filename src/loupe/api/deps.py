@@ -169,12 +169,17 @@ def _checked_project(
     if project is None or role is None:
         # Same answer for 'missing' and 'not yours': ids do not leak.
         raise LoupeError(ErrorCode.NOT_FOUND, f"project {project_id} not found")
+    require_role(role, min_role, project_id)
+    return project
+
+
+def require_role(role: str, min_role: ProjectRole, project_id: int | None) -> None:
+    """FORBIDDEN unless ``role`` (the user's in the project) reaches ``min_role``."""
     if ROLE_RANK[role] < ROLE_RANK[min_role.value]:
         raise LoupeError(
             ErrorCode.FORBIDDEN,
             f"this needs the {min_role.value} role in project {project_id}; you are {role}",
         )
-    return project
 
 
 def _record_token_use(request: Request, db: Session, settings: Settings, token_id: int) -> None:

@@ -12,15 +12,18 @@ Every array of a request is indexed by row: row ``r`` is item ``ids[r]``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
+
+from loupe.learn.members import single_threaded_blas
 
 FloatArray = NDArray[np.floating[Any]]
 IntArray = NDArray[np.int64]
@@ -192,22 +195,9 @@ def param_choice(req: SelectionRequest, key: str, choices: tuple[str, ...]) -> s
     return str(value)
 
 
-@contextlib.contextmanager
-def one_blas_thread() -> Iterator[None]:
-    """Run BLAS/LAPACK on one thread inside the block.
-
-    A strategy works on matrices of a few thousand rows or on matrix-vector
-    products, where a second BLAS thread barely helps; on a busy 2-core machine
-    OpenBLAS's spin-waiting threads made a 2,000 x 1,280 randomised SVD 20x slower
-    (4 s instead of 0.2 s). No-op without threadpoolctl.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - scikit-learn brings it
-        yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
+# A strategy works on matrices of a few thousand rows or on matrix-vector products,
+# where a second BLAS thread barely helps: run it in ``with one_blas_thread():``.
+one_blas_thread = single_threaded_blas
 
 
 def feature_fingerprint(ids: NDArray[np.int64], features: FloatArray) -> bytes:
@@ -218,3 +208,31 @@ def feature_fingerprint(ids: NDArray[np.int64], features: FloatArray) -> bytes:
         sample = np.unique(np.linspace(0, len(features) - 1, num=16).astype(np.intp))
         h.update(np.ascontiguousarray(np.asarray(features[sample], dtype=np.float32)).tobytes())
     return h.digest()
+
+
+T = TypeVar("T")
+
+
+class FeatureCache(Generic[T]):
+    """Results that depend on the features alone, kept per process for the newest
+    ``size`` keys (a queue asked again and again over the same rows computes them
+    once); thread-safe. Keys hold the matrix's :func:`feature_fingerprint`."""
+
+    def __init__(self, size: int = 4) -> None:
+        self.size = size
+        self._kept: OrderedDict[tuple[object, ...], T] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[object, ...], compute: Callable[[], T]) -> T:
+        """The result kept under ``key``, else ``compute()`` (run outside the lock), kept."""
+        with self._lock:
+            found = self._kept.get(key)
+            if found is not None:
+                self._kept.move_to_end(key)
+                return found
+        result = compute()
+        with self._lock:
+            self._kept[key] = result
+            while len(self._kept) > self.size:
+                self._kept.popitem(last=False)
+        return result

@@ -8,8 +8,6 @@ well under a second on 2 cores).
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -17,6 +15,7 @@ from numpy.typing import NDArray
 
 from loupe.select.base import (
     BoolArray,
+    FeatureCache,
     FloatArray,
     Ranked,
     SelectionRequest,
@@ -184,8 +183,7 @@ def _dist_to_row(
     return np.maximum(d, 0.0)
 
 
-_PROJECTIONS: OrderedDict[tuple[object, ...], NDArray[np.float32]] = OrderedDict()
-_PROJECTIONS_LOCK = threading.Lock()
+_PROJECTIONS: FeatureCache[NDArray[np.float32]] = FeatureCache()
 PROJECTION_DIMS = 64
 
 
@@ -194,17 +192,9 @@ def _projection(ids: NDArray[np.int64], features: FloatArray) -> NDArray[np.floa
     if features.shape[1] <= PROJECTION_DIMS:
         return np.asarray(features, dtype=np.float32)
     key = (tuple(features.shape), feature_fingerprint(ids, features))
-    with _PROJECTIONS_LOCK:
-        found = _PROJECTIONS.get(key)
-        if found is not None:
-            _PROJECTIONS.move_to_end(key)
-            return found
-    projected = np.asarray(pca_project(features, PROJECTION_DIMS), dtype=np.float32)
-    with _PROJECTIONS_LOCK:
-        _PROJECTIONS[key] = projected
-        while len(_PROJECTIONS) > 4:
-            _PROJECTIONS.popitem(last=False)
-    return projected
+    return _PROJECTIONS.get(
+        key, lambda: np.asarray(pca_project(features, PROJECTION_DIMS), dtype=np.float32)
+    )
 
 
 class Diverse(Strategy):

@@ -9,13 +9,11 @@ of the two detectors' rank percentiles.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-
 import numpy as np
 from numpy.typing import NDArray
 
 from loupe.select.base import (
+    FeatureCache,
     FloatArray,
     Ranked,
     SelectionRequest,
@@ -83,25 +81,14 @@ def outlier_scores(
 
 # The scores depend on the features alone (not on labels or the model): for a
 # queue asked again and again over the same 100,000 rows they are computed once.
-_SCORES: OrderedDict[tuple[object, ...], NDArray[np.float64]] = OrderedDict()
-_SCORES_LOCK = threading.Lock()
+_SCORES: FeatureCache[NDArray[np.float64]] = FeatureCache()
 
 
 def _cached_scores(
     ids: NDArray[np.int64], features: FloatArray, method: str, seed: int
 ) -> NDArray[np.float64]:
     key = (method, seed, tuple(features.shape), feature_fingerprint(ids, features))
-    with _SCORES_LOCK:
-        found = _SCORES.get(key)
-        if found is not None:
-            _SCORES.move_to_end(key)
-            return found
-    score = outlier_scores(features, method=method, seed=seed)
-    with _SCORES_LOCK:
-        _SCORES[key] = score
-        while len(_SCORES) > 4:
-            _SCORES.popitem(last=False)
-    return score
+    return _SCORES.get(key, lambda: outlier_scores(features, method=method, seed=seed))
 
 
 class Oddities(Strategy):

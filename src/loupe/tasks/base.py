@@ -50,6 +50,7 @@ from loupe.tasks.types import (
     TrainingData,
     check_color,
     errors_text,
+    number_cell,
     unique,
 )
 
@@ -82,6 +83,7 @@ __all__ = [
     "TrainingData",
     "check_color",
     "errors_text",
+    "number_cell",
     "unique",
 ]
 

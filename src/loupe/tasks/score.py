@@ -29,6 +29,7 @@ from loupe.tasks.base import (
     ReportGroups,
     StrictModel,
     TrainingData,
+    number_cell,
     unique,
 )
 from loupe.tasks.embedding import EmbeddingTaskKind, FeatureMap, review_budget
@@ -203,13 +204,13 @@ class ScoreKind(EmbeddingTaskKind):
         self, cols: ExportColumns, kind: str | None, label: str | None, extra: Mapping[str, Any]
     ) -> list[Any]:
         scores = (extra.get("scores") or {}) if kind == "scores" else {}
-        return [_num(scores.get(m)) for m in cols.keys]
+        return [number_cell(scores.get(m)) for m in cols.keys]
 
     def draft_cells(
         self, cols: ExportColumns, pred_label: str | None, extra: Mapping[str, Any]
     ) -> list[Any]:
         drafted = (extra.get("pred_output") or {}).get("scores") or {}
-        return [_num(drafted.get(m)) for m in cols.keys]
+        return [number_cell(drafted.get(m)) for m in cols.keys]
 
     def import_columns(self, schema: Mapping[str, Any], header: Sequence[str]) -> ImportColumns:
         by_key: dict[str, str] = {}
@@ -314,14 +315,6 @@ class ScoreKind(EmbeddingTaskKind):
                 )
             )
         return out
-
-
-def _num(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return round(value, 6)
-    return value
 
 
 def _interval(

@@ -119,6 +119,15 @@ class ExportColumns:
     keys: tuple[str, ...] = ()  # the kind's own keys (e.g. metric names), for the cells
 
 
+def number_cell(value: Any) -> Any:
+    """A number as an export cell: ``""`` for None, a float rounded to 6 decimals."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return round(value, 6)
+    return value
+
+
 @dataclass(frozen=True)
 class ImportColumns:
     """The value columns a label import reads: column name per kind-specific key."""

@@ -16,13 +16,13 @@ from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from loupe.api.deps import (
-    ROLE_RANK,
     AdminUser,
     CurrentUser,
     SessionDep,
     SettingsDep,
     ViewerProject,
     project_role,
+    require_role,
 )
 from loupe.api.params import MAX_ID, Offset
 from loupe.api.schemas.jobs import JobPublic, JobsPublic, SelftestCreate
@@ -48,11 +48,7 @@ def _job_for(db: Session, user: User, job_id: int, min_role: ProjectRole) -> Job
         role = ProjectRole.owner.value
     if job is None or role is None:
         raise LoupeError(ErrorCode.NOT_FOUND, f"job {job_id} not found")
-    if ROLE_RANK[role] < ROLE_RANK[min_role.value]:
-        raise LoupeError(
-            ErrorCode.FORBIDDEN,
-            f"this needs the {min_role.value} role in project {job.project_id}; you are {role}",
-        )
+    require_role(role, min_role, job.project_id)
     return job
 
 

@@ -24,7 +24,7 @@ from loupe.db.models import Annotation, Case, Item, ModelVersion, Prediction, Pr
 from loupe.errors import ErrorCode, LoupeError
 from loupe.services.projects.case_pattern import compile_case_pattern
 from loupe.tasks import kind_of
-from loupe.tasks.base import ExportColumns, TaskKind
+from loupe.tasks.base import ExportColumns, TaskKind, number_cell
 
 PAGE = 5000  # rows per keyset page: big enough to amortise the query, small in memory
 NONE_KIND = "none"
@@ -158,8 +158,8 @@ class ExportLayout:
             out.append(self.version_number)
             out += self.kind.draft_cells(cols, pred_label, extra)
         out += [
-            _num(confidence),
-            _num(uncertainty),
+            number_cell(confidence),
+            number_cell(uncertainty),
             "true" if flagged else "false",
             flag_reason or "",
             fmt,
@@ -167,14 +167,6 @@ class ExportLayout:
             iso(created),
         ]
         return out
-
-
-def _num(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return round(value, 6)
-    return value
 
 
 def _cell(value: Any) -> Any:

@@ -1,12 +1,12 @@
 // The project's continuous segmentation training as the editor sees it: start it
 // for the item on screen, stop it, and follow its epochs, loss, validation Dice
 // and heatmap revisions live over the job's server-sent events.
-import { ApiError, followJob, messageOf, TERMINAL, type Job } from '../../lib/api';
+import { ApiError, messageOf, TERMINAL, type Job } from '../../lib/api';
+import { FollowedJob } from '../../lib/followed-job.svelte';
 import { meanDice, progressOf, status, stopJob, train, type TrainProgress } from './segment-api';
 
 export class SegTraining {
   readonly projectId: number;
-  job = $state<Job | null>(null);
   error = $state('');
   busy = $state(false);
   /** The newest heatmap revision published for the viewed item (0: none yet this session). */
@@ -17,14 +17,19 @@ export class SegTraining {
   settings = $state<Record<string, unknown> | null>(null);
   /** Called when a training ends (done, failed or cancelled). */
   onended: (job: Job) => void = () => {};
-  private unfollow: (() => void) | null = null;
+  private readonly followed = new FollowedJob();
 
   constructor(projectId: number) {
     this.projectId = projectId;
   }
 
+  /** The training followed, or the last run's (its epochs and Dice) when none runs. */
+  get job(): Job | null {
+    return this.followed.job;
+  }
+
   get running(): boolean {
-    return !!this.job && !TERMINAL.has(this.job.status);
+    return this.followed.running;
   }
 
   /** The newest epoch report seen (kept when a cancelled job's message no longer has it). */
@@ -42,7 +47,7 @@ export class SegTraining {
       this.settings = s.settings;
       if (s.job && !TERMINAL.has(s.job.status)) this.follow(s.job);
       else if (s.job && !this.job) {
-        this.job = s.job; // the last run's epochs and Dice
+        this.followed.job = s.job; // the last run's epochs and Dice
         this.seen(s.job);
       }
     } catch {
@@ -77,15 +82,11 @@ export class SegTraining {
   }
 
   private follow(job: Job): void {
-    this.unfollow?.();
     if (job.id !== this.job?.id) this.progress = {};
-    this.job = job;
     this.seen(job);
-    this.unfollow = followJob(job.id, (j, ended) => {
-      this.job = j;
+    this.followed.follow(job, (j, ended) => {
       this.seen(j);
       if (ended) {
-        this.unfollow = null;
         if (j.status === 'failed') this.error = `Training failed: ${j.error ?? j.message}`;
         void this.check();
         this.onended(j);
@@ -101,7 +102,6 @@ export class SegTraining {
   }
 
   close(): void {
-    this.unfollow?.();
-    this.unfollow = null;
+    this.followed.close();
   }
 }
