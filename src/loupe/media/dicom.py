@@ -44,6 +44,9 @@ class DicomHeader:
     dtype: str
     frames: int
     channels: int
+    # (byte offset, length) of a Pixel Data value that is plain little-endian samples
+    # which need no decoder (see _raw_pixels); None: decode with pydicom.
+    raw_pixels: tuple[int, int] | None = None
 
     @property
     def rows(self) -> int:
@@ -75,15 +78,43 @@ def read_header(path: PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Dico
         if "Rows" not in ds or "Columns" not in ds:
             raise MediaError("DICOM file has no image (no Rows/Columns)", path=path)
         check_pixels(int(ds.Rows), int(ds.Columns), max_pixels, path=path)
-        pixel_tag = _check_pixel_data(path, ds, pixel_offset, size)
+        pixel_tag, value = _check_pixel_data(path, ds, pixel_offset, size)
         frames = int(ds.get("NumberOfFrames") or 1)
         channels = int(ds.get("SamplesPerPixel") or 1)
         dtype = _stored_dtype(ds, pixel_tag)
+        raw = _raw_pixels(ds, pixel_tag, value, dtype, frames, channels)
         if _is_palette(ds):
             channels = 3
             descriptor = ds.get("RedPaletteColorLookupTableDescriptor") or [0, 0, 8]
             dtype = "uint16" if int(descriptor[2]) > 8 else "uint8"
-    return DicomHeader(Path(path), ds, dtype, frames, channels)
+    return DicomHeader(Path(path), ds, dtype, frames, channels, raw)
+
+
+_RAW_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}  # implicit / explicit VR LE
+
+
+def _raw_pixels(
+    ds: Dataset,
+    pixel_tag: int,
+    value: tuple[int, int] | None,
+    dtype: str,
+    frames: int,
+    channels: int,
+) -> tuple[int, int] | None:
+    """Where the pixel samples are, when reading them is all that decoding would do:
+    one little-endian frame of one sample per pixel whose stored bits fill the
+    allocated ones (no masking or sign extension), no palette, the exact length."""
+    if value is None or pixel_tag != 0x7FE00010 or frames != 1 or channels != 1:
+        return None
+    if str(_transfer_syntax(ds)) not in _RAW_SYNTAXES or _is_palette(ds):
+        return None
+    bits = int(ds.get("BitsAllocated") or 0)
+    if bits not in (8, 16, 32) or int(ds.get("BitsStored") or 0) != bits:
+        return None
+    start, length = value
+    if length != int(ds.Rows) * int(ds.Columns) * bits // 8 or np.dtype(dtype).itemsize * 8 != bits:
+        return None
+    return start, length
 
 
 def _is_palette(ds: Dataset) -> bool:
@@ -105,10 +136,15 @@ def _stored_dtype(ds: Dataset, pixel_tag: int) -> str:
     return f"{'int' if signed else 'uint'}{bits}"
 
 
-def _check_pixel_data(path: PathLike, ds: Dataset, offset: int, size: int) -> int:
-    """Read the Pixel Data element header at ``offset``; the value must fit in the file."""
+def _check_pixel_data(
+    path: PathLike, ds: Dataset, offset: int, size: int
+) -> tuple[int, tuple[int, int] | None]:
+    """Read the Pixel Data element header at ``offset``; the value must fit in the file.
+
+    Returns the tag and, for a value that is not encapsulated, its (start, length).
+    """
     if str(_transfer_syntax(ds)) == _DEFLATED:
-        return 0x7FE00010  # offsets are inside the deflated stream; decoding will tell
+        return 0x7FE00010, None  # offsets are inside the deflated stream; decoding will tell
     implicit, little = ds.original_encoding
     with open(path, "rb") as handle:
         handle.seek(offset)
@@ -136,12 +172,13 @@ def _check_pixel_data(path: PathLike, ds: Dataset, offset: int, size: int) -> in
             found = mapped.rfind(_SEQUENCE_DELIMITER[endian == "<"], max(value_start, size - 65536))
         if found == -1:
             raise MediaError("truncated DICOM (compressed pixel data incomplete)", path=path)
-    elif value_start + length > size:
+        return tag, None
+    if value_start + length > size:
         raise MediaError(
             f"truncated DICOM (pixel data ends at byte {value_start + length}, file has {size})",
             path=path,
         )
-    return tag
+    return tag, (value_start, length) if endian == "<" else None
 
 
 def pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
@@ -255,6 +292,15 @@ def read_file_volume(path: PathLike) -> tuple[np.ndarray, tuple[float, float, fl
 def _decode(header: DicomHeader, *, index: int | None) -> np.ndarray:
     """Stored values of frame ``index`` (all frames if None), palette applied, native order."""
     path = header.path
+    if header.raw_pixels is not None:  # plain samples: read them (pydicom would too)
+        start, length = header.raw_pixels
+        dt = np.dtype(header.dtype).newbyteorder("<")
+        with translate_errors(path, "DICOM pixel data"):
+            raw = np.fromfile(path, dtype=dt, count=length // dt.itemsize, offset=start)
+        if raw.size * dt.itemsize != length:
+            raise MediaError("truncated DICOM (pixel data missing)", path=path)
+        raw = raw.reshape(header.rows, header.cols)
+        return raw.astype(raw.dtype.newbyteorder("="), copy=False)
     syntax = _transfer_syntax(header.ds)
     with dicom_errors(path, "DICOM pixel data"):
         try:
@@ -301,11 +347,15 @@ def rescaled_stack(blocks: list[np.ndarray], datasets: list[Dataset]) -> np.ndar
     if all(f == (1.0, 0.0) for f in factors):
         stacked = np.concatenate(blocks, axis=0)
         return stacked.astype(stacked.dtype.newbyteorder("="), copy=False)
-    scaled = [
-        block.astype(np.float32) * np.float32(slope) + np.float32(intercept)
-        for block, (slope, intercept) in zip(blocks, factors, strict=True)
-    ]
-    return np.concatenate(scaled, axis=0)
+    # One float32 array filled block by block: no per-block temporaries, no final copy.
+    out = np.empty((sum(b.shape[0] for b in blocks), *blocks[0].shape[1:]), dtype=np.float32)
+    start = 0
+    for block, (slope, intercept) in zip(blocks, factors, strict=True):
+        part = out[start : start + block.shape[0]]
+        np.multiply(block, np.float32(slope), out=part, dtype=np.float32, casting="unsafe")
+        part += np.float32(intercept)
+        start += block.shape[0]
+    return out
 
 
 def group_series(paths: Iterable[PathLike]) -> dict[str, list[Path]]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -31,11 +34,45 @@ class SortedSeries:
     ordered_by: str
 
 
+# Parsing the headers of a 189-slice series takes ~1 s, and a request reads a series'
+# grid and its voxels one after the other: the last few sorted series are kept, keyed
+# by every file's path, size and modification time (a changed file is read again).
+_SORTED: OrderedDict[tuple[Any, ...], SortedSeries] = OrderedDict()
+_SORTED_MAX = 4
+_SORTED_LOCK = threading.Lock()
+
+
 def sort_series(paths: Iterable[PathLike], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> SortedSeries:
     """Read every header; order slices along the slice normal (ImagePositionPatient
     projected on the ImageOrientationPatient normal), else by InstanceNumber, else by path.
     """
-    headers = [read_header(path, max_pixels=max_pixels) for path in sorted(map(str, paths))]
+    names = sorted(map(str, paths))
+    try:
+        key: tuple[Any, ...] | None = (max_pixels, *((n, *_stamp(n)) for n in names))
+    except OSError:
+        key = None  # a missing file: read_header says which
+    if key is not None:
+        with _SORTED_LOCK:
+            found = _SORTED.get(key)
+            if found is not None:
+                _SORTED.move_to_end(key)
+                return found
+    series = _sort_series(names, max_pixels)
+    if key is not None:
+        with _SORTED_LOCK:
+            _SORTED[key] = series
+            while len(_SORTED) > _SORTED_MAX:
+                _SORTED.popitem(last=False)
+    return series
+
+
+def _stamp(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
+
+
+def _sort_series(names: list[str], max_pixels: int) -> SortedSeries:
+    headers = [read_header(path, max_pixels=max_pixels) for path in names]
     if not headers:
         raise ValueError("paths must name at least one DICOM file")
     uids = {str(h.ds.get("SeriesInstanceUID", "")) for h in headers}
