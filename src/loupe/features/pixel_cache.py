@@ -25,6 +25,7 @@ import numpy as np
 from loupe.features.pixels import (
     DEFAULT_PIXEL_FEATURES,
     FeatureGrid,
+    ImageRegions,
     PixelFeatures,
     grid_shape,
     parse_feature_set,
@@ -99,24 +100,30 @@ class PixelFeatureCache:
     def get_or_compute(
         self,
         key: str,
-        image: np.ndarray,
+        image: np.ndarray | ImageRegions,
         feature_set: str = DEFAULT_PIXEL_FEATURES,
         *,
         channel_axis: int | None = None,
         strides: Mapping[str, int] | None = None,
         cache_dir: Path | None = None,
         weights_dir: Path | None = None,
+        pixel_scale: int = 1,
     ) -> PixelFeatures:
         """The cached features of ``image``; the missing parts are computed with
         :func:`~loupe.features.pixels.pixel_features` tile by tile straight into
-        float16 memmaps, each published atomically.
+        float16 memmaps, each published atomically. ``image`` may be an
+        :class:`~loupe.features.pixels.ImageRegions` (read tile by tile, never whole);
+        ``pixel_scale`` is passed on (use a key of its own for each scale).
 
         Returns
         -------
         features : PixelFeatures
             Every part a read-only float16 memmap.
         """
-        shape = image.shape[:2] if channel_axis is None else _spatial_shape(image, channel_axis)
+        if channel_axis is None or not isinstance(image, np.ndarray):
+            shape = tuple(image.shape[:2])
+        else:
+            shape = _spatial_shape(image, channel_axis)
         shape2 = (int(shape[0]), int(shape[1]))
         missing = []
         for part in parse_feature_set(feature_set):
@@ -125,7 +132,15 @@ class PixelFeatureCache:
                 missing.append(part)
         if missing:
             self._compute(
-                key, image, missing, shape2, channel_axis, strides, cache_dir, weights_dir
+                key,
+                image,
+                missing,
+                shape2,
+                channel_axis,
+                strides,
+                cache_dir,
+                weights_dir,
+                pixel_scale,
             )
         found = self.get(key, shape2, feature_set, strides=strides)
         if found is None:  # pragma: no cover - only if the folder is changed under us
@@ -135,13 +150,14 @@ class PixelFeatureCache:
     def _compute(
         self,
         key: str,
-        image: np.ndarray,
+        image: np.ndarray | ImageRegions,
         parts: list[str],
         shape: tuple[int, int],
         channel_axis: int | None,
         strides: Mapping[str, int] | None,
         cache_dir: Path | None,
         weights_dir: Path | None,
+        pixel_scale: int = 1,
     ) -> None:
         tmp: dict[str, Path] = {}
         outputs: dict[str, np.ndarray] = {}
@@ -165,6 +181,7 @@ class PixelFeatureCache:
                 cache_dir=cache_dir,
                 weights_dir=weights_dir,
                 outputs=outputs,
+                pixel_scale=pixel_scale,
             )
             for part, memmap in outputs.items():
                 memmap.flush()  # type: ignore[attr-defined]

@@ -24,7 +24,10 @@ features sampled bilinearly at the labelled pixels and predict on the finest gri
 hypercolumn of a 2048 x 2048 image (3 GB) is never allocated: the CNN taps are
 resampled to the 1/4 grid (0.2 GB float32 at 2048 x 2048), the filter bank is computed
 at 1/2 resolution, and big images are processed in overlapping tiles
-(:func:`map_tiles`).
+(:func:`map_tiles`, in :mod:`loupe.features.tiling`), read region by region when the
+image is an :class:`ImageRegions` (a big TIFF is never decoded whole), optionally at
+half resolution (``pixel_scale=2``: every part on a grid twice as coarse). Heads predict
+a big image band by band (:meth:`PixelFeatures.band`).
 
 Everything here takes and returns NumPy arrays; torch is never imported by this module
 (ONNX Runtime runs the CNNs). The filter bank lives in :mod:`loupe.features.filter_bank`,
@@ -34,7 +37,7 @@ the hypercolumns in :mod:`loupe.features.hypercolumns`, the cache in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,22 +59,23 @@ from loupe.features.hypercolumns import (
     cnn_hypercolumn,
     dino_hypercolumn,
 )
+from loupe.features.tiling import TILE, FeatureFn, ImageRegions, map_tiles, scaled, tile_margin
 
 FILTERS = "filters"
 DEFAULT_PIXEL_FEATURES = "effnet-lite0+filters"
 PIXEL_FEATURE_PARTS = (FILTERS, "effnet-lite0", "mobilenet_v2", "dinov2-s")
 PART_STRIDES = {FILTERS: 2, "effnet-lite0": 4, "mobilenet_v2": 4, "dinov2-s": 8}
 """Default grid stride of each part."""
-TILE = 1024
-"""Core tile side in pixels (a multiple of 32)."""
 _ROW_CHUNK = 64  # grid rows projected at a time: bounds float32 copies of float16 memmaps
 
-FeatureFn = Callable[[np.ndarray], np.ndarray]
 __all__ = [
     "DEFAULT_PIXEL_FEATURES",
     "FILTER_BANK_DIM",
     "PART_STRIDES",
+    "FeatureBand",
     "FeatureGrid",
+    "ImageRegions",
+    "TILE",
     "PixelFeatures",
     "feature_dim",
     "filter_bank",
@@ -108,80 +112,6 @@ def feature_dim(feature_set: str) -> int:
         FILTER_BANK_DIM if p == FILTERS else HYPERCOLUMN_DIMS[p]
         for p in parse_feature_set(feature_set)
     )
-
-
-def tile_margin(sigma_max: float = 32.0) -> int:
-    """Context in pixels that makes tiled filter-bank features equal the whole-image
-    ones: 4 Gaussian widths (scikit-image truncates there) plus the derivative stencils,
-    rounded up to a multiple of 32."""
-    need = 4 * sigma_max + 8
-    return int(-(-need // 32) * 32)
-
-
-# --- tiling -------------------------------------------------------------------------------
-
-
-def map_tiles(
-    image: np.ndarray,
-    fn: FeatureFn,
-    *,
-    stride: int,
-    dim: int,
-    tile: int = TILE,
-    margin: int | None = None,
-    out: np.ndarray | None = None,
-) -> np.ndarray:
-    """Apply ``fn`` to overlapping tiles of ``image`` and stitch its grid outputs.
-
-    ``fn`` maps an image patch ``(h, w, ...)`` to grid features
-    ``(ceil(h / stride), ceil(w / stride), dim)``. The image is cut into cores of
-    ``tile`` x ``tile`` pixels; each is extended by ``margin`` pixels of context on every
-    side (clipped at the image edge), processed, and only its core is kept, so every
-    output cell saw at least ``margin`` pixels of context (or the image edge).
-
-    Parameters
-    ----------
-    image : (H, W, ...) ndarray
-    fn : callable
-    stride : int
-        The grid stride; ``tile`` and ``margin`` must be multiples of it.
-    dim : int
-        Features per cell.
-    tile : int
-        Core side in pixels.
-    margin : int, optional
-        Context in pixels (default :func:`tile_margin`).
-    out : ndarray, optional
-        Where to write (e.g. a float16 memmap of the grid shape); allocated if None.
-
-    Returns
-    -------
-    features : (ceil(H / stride), ceil(W / stride), dim) ndarray (float32 if allocated)
-    """
-    margin = tile_margin() if margin is None else margin
-    if tile % stride or margin % stride or tile <= 0 or margin < 0:
-        raise ValueError(f"tile ({tile}) and margin ({margin}) must be multiples of {stride}")
-    rows, cols = image.shape[:2]
-    grid = grid_shape(image.shape, stride)
-    if out is None:
-        out = np.empty((*grid, dim), dtype=np.float32)
-    elif out.shape != (*grid, dim):
-        raise ValueError(f"out must have shape {(*grid, dim)}, got {out.shape}")
-    if rows <= tile + margin and cols <= tile + margin:
-        out[...] = fn(image)
-        return out
-    for r0 in range(0, rows, tile):
-        for c0 in range(0, cols, tile):
-            r1, c1 = min(r0 + tile, rows), min(c0 + tile, cols)
-            er0, ec0 = max(r0 - margin, 0), max(c0 - margin, 0)
-            er1, ec1 = min(r1 + margin, rows), min(c1 + margin, cols)
-            part = fn(image[er0:er1, ec0:ec1])
-            gr0, gc0 = (r0 - er0) // stride, (c0 - ec0) // stride
-            gr1, gc1 = -(-r1 // stride) - r0 // stride, -(-c1 // stride) - c0 // stride
-            out[r0 // stride : r0 // stride + gr1, c0 // stride : c0 // stride + gc1] = part[
-                gr0 : gr0 + gr1, gc0 : gc0 + gc1
-            ]
-    return out
 
 
 # --- the dispatcher -----------------------------------------------------------------------
@@ -232,7 +162,9 @@ class PixelFeatures:
             ),
         )
 
-    def project(self, weights: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    def project(
+        self, weights: np.ndarray, bias: np.ndarray, *, rows: tuple[int, int] | None = None
+    ) -> np.ndarray:
         """``features @ weights + bias`` on the finest grid: each part is projected on
         its own grid (in row chunks, so float16 memmaps are never copied whole) and the
         projections bilinearly upsampled and added.
@@ -242,28 +174,47 @@ class PixelFeatures:
         weights : (dim, m) ndarray
             Rows in the order of the parts' features.
         bias : (m,) ndarray
+        rows : (int, int), optional
+            Only the finest-grid rows ``[rows[0], rows[1])`` (each coarser part is read
+            with one cell of context, so a band equals that slice of the whole).
 
         Returns
         -------
         projected : (ceil(H / s), ceil(W / s), m) float32 ndarray
-            ``s`` = :attr:`stride`.
+            ``s`` = :attr:`stride`; ``rows[1] - rows[0]`` rows when ``rows`` is given.
         """
         if weights.shape[0] != self.dim:
             raise ValueError(f"weights has {weights.shape[0]} rows for {self.dim} features")
         shape = grid_shape(self.shape, self.stride)
-        total = np.zeros((*shape, weights.shape[1]), dtype=np.float32)
+        g0, g1 = (0, shape[0]) if rows is None else (int(rows[0]), int(rows[1]))
+        if not 0 <= g0 < g1 <= shape[0]:
+            raise ValueError(f"rows must lie in 0..{shape[0]}, got {rows}")
+        total = np.zeros((g1 - g0, shape[1], weights.shape[1]), dtype=np.float32)
         start = 0
         for part in self.parts:
             dim = part.data.shape[2]
             w = np.ascontiguousarray(weights[start : start + dim], dtype=np.float32)
             start += dim
-            projected = np.empty((*part.data.shape[:2], w.shape[1]), dtype=np.float32)
-            for r0 in range(0, part.data.shape[0], _ROW_CHUNK):
-                chunk = np.asarray(part.data[r0 : r0 + _ROW_CHUNK], dtype=np.float32)
-                projected[r0 : r0 + _ROW_CHUNK] = chunk @ w
-            total += resample_grid(projected, part.stride, self.stride, shape)
+            factor = part.stride // self.stride
+            if part.stride % self.stride:  # a non-integer ratio: resample all, then cut
+                p0, p1, top, bottom = 0, part.data.shape[0], 0, shape[0]
+            else:
+                p0 = max(g0 // factor - 1, 0)
+                p1 = min(-(-g1 // factor) + 1, part.data.shape[0])
+                top, bottom = p0 * factor, min(p1 * factor, shape[0])
+            projected = np.empty((p1 - p0, part.data.shape[1], w.shape[1]), dtype=np.float32)
+            for r0 in range(p0, p1, _ROW_CHUNK):
+                chunk = np.asarray(part.data[r0 : min(r0 + _ROW_CHUNK, p1)], dtype=np.float32)
+                projected[r0 - p0 : r0 - p0 + len(chunk)] = chunk @ w
+            resampled = resample_grid(projected, part.stride, self.stride, (bottom - top, shape[1]))
+            total += resampled[g0 - top : g1 - top]
         total += np.asarray(bias, dtype=np.float32)
         return total
+
+    def band(self, rows: tuple[int, int]) -> FeatureBand:
+        """The finest-grid rows ``[rows[0], rows[1])`` as features a head can predict on
+        (:meth:`project` of a band is that slice of the whole image's projection)."""
+        return FeatureBand(self, (int(rows[0]), int(rows[1])))
 
     def sample(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """Features at pixels ``(rows[k], cols[k])``, bilinearly interpolated on each
@@ -271,6 +222,31 @@ class PixelFeatures:
         rows = np.asarray(rows, dtype=np.float64)
         cols = np.asarray(cols, dtype=np.float64)
         return np.concatenate([sample_grid(p.data, p.stride, rows, cols) for p in self.parts], 1)
+
+
+@dataclass(frozen=True)
+class FeatureBand:
+    """A horizontal band of an image's features (:meth:`PixelFeatures.band`): heads
+    predict a big image band by band, so no whole-grid float array is allocated."""
+
+    features: PixelFeatures
+    rows: tuple[int, int]
+    """Finest-grid rows ``[start, stop)``."""
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Pixel ``(rows, cols)`` the band covers."""
+        s = self.features.stride
+        top = self.rows[0] * s
+        return min(self.rows[1] * s, self.features.shape[0]) - top, self.features.shape[1]
+
+    def sample(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Features at pixels of the band (rows relative to its top)."""
+        offset = self.rows[0] * self.features.stride
+        return self.features.sample(np.asarray(rows, dtype=np.float64) + offset, cols)
+
+    def project(self, weights: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        return self.features.project(weights, bias, rows=self.rows)
 
 
 def sample_grid(data: np.ndarray, stride: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -305,7 +281,7 @@ def part_dim(part: str) -> int:
 
 
 def pixel_features(
-    image: np.ndarray,
+    image: np.ndarray | ImageRegions,
     feature_set: str = DEFAULT_PIXEL_FEATURES,
     *,
     channel_axis: int | None = None,
@@ -315,13 +291,16 @@ def pixel_features(
     tile: int = TILE,
     threads: int = 2,
     outputs: Mapping[str, np.ndarray] | None = None,
+    pixel_scale: int = 1,
 ) -> PixelFeatures:
     """All features of ``feature_set`` for one image, each part on its grid.
 
     Parameters
     ----------
-    image : (H, W) or (H, W, C) ndarray
-        Gray or colour image, any dtype (scaled to uint8 as the CNNs expect).
+    image : (H, W) or (H, W, C) ndarray, or ImageRegions
+        Gray or colour image, any dtype (scaled to uint8 as the CNNs expect); or a big
+        image read region by region (uint8 RGB regions; ``channel_axis`` ignored): only
+        one tile with its margin is in memory at a time.
     feature_set : str
         Parts joined by ``+`` (see the module docstring); default
         ``'effnet-lite0+filters'``.
@@ -343,6 +322,11 @@ def pixel_features(
     outputs : mapping, optional
         Per part, a preallocated array of the part's grid shape (e.g. a float16 memmap
         from :class:`~loupe.features.pixel_cache.PixelFeatureCache`) to write into.
+    pixel_scale : int
+        1, or 2 for very big images: each tile is block-averaged by this factor before
+        the parts see it, so every part costs a quarter and describes structures twice
+        as large; ``strides`` (in full-resolution pixels) must be multiples of it
+        (e.g. filters 4, CNNs 8), and tiles and margins grow by the same factor.
 
     Returns
     -------
@@ -360,18 +344,30 @@ def pixel_features(
     parts = parse_feature_set(feature_set)
     if tile % 32 or tile <= 0:
         raise ValueError(f"tile must be a positive multiple of 32, got {tile}")
-    rgb = to_rgb_uint8(image, channel_axis=channel_axis)
+    if pixel_scale not in (1, 2):
+        raise ValueError(f"pixel_scale must be 1 or 2, got {pixel_scale}")
+    rgb = to_rgb_uint8(image, channel_axis=channel_axis) if isinstance(image, np.ndarray) else image
     onnx_dir = Path(cache_dir) if cache_dir is not None else default_onnx_cache_dir()
     grids = []
     for part in parts:
         stride = part_stride(part, strides)
-        fn = _part_fn(part, stride, onnx_dir, weights_dir, threads)
+        if stride % pixel_scale:
+            raise ValueError(f"stride of {part!r} ({stride}) must be a multiple of pixel_scale")
+        fn = scaled(
+            _part_fn(part, stride // pixel_scale, onnx_dir, weights_dir, threads), pixel_scale
+        )
         target = None if outputs is None else outputs.get(part)
         data = map_tiles(
-            rgb, fn, stride=stride, dim=part_dim(part), tile=tile, margin=tile_margin(), out=target
+            rgb,
+            fn,
+            stride=stride,
+            dim=part_dim(part),
+            tile=tile * pixel_scale,
+            margin=tile_margin() * pixel_scale,
+            out=target,
         )
         grids.append(FeatureGrid(part, stride, data))
-    return PixelFeatures((rgb.shape[0], rgb.shape[1]), tuple(grids))
+    return PixelFeatures((int(rgb.shape[0]), int(rgb.shape[1])), tuple(grids))
 
 
 def _part_fn(

@@ -260,6 +260,36 @@ def read_tile(
     return _to_rgb(region, _window(path, key, geo.dtype))
 
 
+def read_region(
+    path: PathLike,
+    rows: tuple[int, int],
+    cols: tuple[int, int],
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
+    """Full-resolution pixels ``[rows[0], rows[1]) x [cols[0], cols[1])`` as uint8 RGB.
+
+    A TIFF decodes only the strips/tiles the region touches (other formats: the whole
+    image, kept in the small cache). Non-uint8 data is windowed as the tiles are (one
+    window for the whole image), so neighbouring regions match. ``ValueError`` for a
+    region outside the image, ``MediaError`` for files that cannot be read.
+    """
+    key = _file_key(path)
+    geo = _geometry(path, key)
+    r0, r1 = int(rows[0]), int(rows[1])
+    c0, c1 = int(cols[0]), int(cols[1])
+    if not (0 <= r0 < r1 <= geo.rows and 0 <= c0 < c1 <= geo.cols):
+        raise ParameterError(
+            f"region rows {rows} x cols {cols} is outside the {geo.rows} x {geo.cols} image"
+        )
+    if geo.tiff:
+        region = _tiff_region(path, (r0, r1, c0, c1), 1, max_pixels=max_pixels)
+    else:
+        whole = _cache.get_or_make(("full", *key), lambda: read_image(path, max_pixels=max_pixels))
+        region = whole[r0:r1, c0:c1]
+    return _to_rgb(region, _window(path, key, geo.dtype))
+
+
 def tile_jpeg(path: PathLike, level: int, col: int, row: int, **options: Any) -> bytes:
     """``read_tile`` encoded as JPEG (quality 85)."""
     return encode_jpeg(read_tile(path, level, col, row, **options), quality=TILE_QUALITY)

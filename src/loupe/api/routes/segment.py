@@ -6,6 +6,8 @@ Contract shared with ``web/src/tasks/segment/`` (changes are noted here first):
   (409 stale version; 422 point/scribble outside the image or unknown class value);
 - ``PUT /items/{item_id}/mask?version=N`` (body: PNG of label values) and
   ``GET /items/{item_id}/mask.png``;
+- ``GET /items/{item_id}/preview.jpg?max_size=`` (the image downscaled for the editor's
+  base layer: big TIFFs are read from a pyramid level, never whole);
 - ``GET /items/{item_id}/heatmap.png?layer=probability|uncertainty&value=V&max_size=``
   (404 ``not_found`` with ``reason: no_prediction`` before the first prediction; header
   ``X-Model-Version``; during a training it is the running version's live heatmap);
@@ -121,6 +123,21 @@ def get_mask(
     """The stored mask (8-bit label values); 404 when the item has none."""
     data = payload.mask_png(db, settings, project, item_id)
     return Response(data, media_type=PNG, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/items/{item_id}/preview.jpg", response_class=Response)
+def get_preview(
+    item_id: Id,
+    project: ViewerProject,
+    db: SessionDep,
+    max_size: int = Query(2048, ge=16, le=8192),
+) -> Response:
+    """The image as a JPEG at most ``max_size`` px on its long side (the editor's base
+    layer for big or non-browser images; coordinates stay in full-resolution pixels)."""
+    data = payload.preview(db, project, item_id, max_size=max_size)
+    return Response(
+        data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"}
+    )
 
 
 @router.get("/items/{item_id}/heatmap.png", response_class=Response)

@@ -39,6 +39,8 @@ from loupe.settings import Settings
 from loupe.tasks.segment import require_segment
 
 TIFF_ABOVE = 4096 * 4096
+BLOCK_PIXELS = 4_000_000
+"""Mask pixels per block when a big mask is run-length encoded."""
 
 
 def rle_counts(mask: np.ndarray) -> list[int]:
@@ -94,23 +96,44 @@ def rle_decode(counts_text: str, shape: tuple[int, int]) -> np.ndarray:
     return flat.reshape(shape, order="F")
 
 
-def _bbox(mask: np.ndarray) -> list[int]:
-    rows, cols = np.nonzero(mask)
-    return [
-        int(cols.min()),
-        int(rows.min()),
-        int(cols.max() - cols.min() + 1),
-        int(rows.max() - rows.min() + 1),
-    ]
+def class_rle(
+    mask: np.ndarray, value: int, *, block_pixels: int = BLOCK_PIXELS
+) -> tuple[list[int], list[int]]:
+    """COCO run lengths (:func:`rle_counts`) and ``[x, y, w, h]`` box of ``mask == value``,
+    computed over blocks of whole columns, so a big mask is never copied whole."""
+    rows, cols = mask.shape
+    step = max(1, block_pixels // max(rows, 1))
+    counts: list[int] = []
+    current, run = False, 0
+    any_row = np.zeros(rows, dtype=bool)
+    any_col = np.zeros(cols, dtype=bool)
+    for c0 in range(0, cols, step):
+        block = mask[:, c0 : c0 + step] == value
+        any_row |= block.any(axis=1)
+        any_col[c0 : c0 + step] = block.any(axis=0)
+        flat = block.ravel(order="F")
+        change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+        bounds = np.concatenate([[0], change, [flat.size]])
+        for length, on in zip(np.diff(bounds).tolist(), flat[bounds[:-1]].tolist(), strict=True):
+            if on == current:
+                run += length
+            else:
+                counts.append(run)
+                current, run = on, length
+    counts.append(run)
+    return [int(c) for c in counts], _box(any_row, any_col)
+
+
+def _box(any_row: np.ndarray, any_col: np.ndarray) -> list[int]:
+    r, c = np.flatnonzero(any_row), np.flatnonzero(any_col)
+    if not len(r):
+        return [0, 0, 0, 0]
+    return [int(c[0]), int(r[0]), int(c[-1] - c[0] + 1), int(r[-1] - r[0] + 1)]
 
 
 def _mask_bytes(mask: np.ndarray) -> tuple[str, bytes]:
     if mask.size > TIFF_ABOVE:
-        import tifffile
-
-        buf = io.BytesIO()
-        tifffile.imwrite(buf, mask, compression="zlib")
-        return ".tif", buf.getvalue()
+        return ".tif", files.encode_tiff(mask)
     return ".png", files.encode_png(mask)
 
 
@@ -168,8 +191,8 @@ def write_export(db: Session, settings: Settings, project: Project, path: Path) 
             suffix, blob = _mask_bytes(mask)
             zf.writestr(f"masks/{Path(item.filename).stem}{suffix}", blob)
             n_masks += 1
-            for value in sorted(set(np.unique(mask).tolist()) - {0}):
-                binary = mask == value
+            for value in sorted(set(files.label_values(mask)) - {0}):
+                counts, bbox = class_rle(mask, value)
                 coco["annotations"].append(
                     {
                         "id": len(coco["annotations"]) + 1,
@@ -177,10 +200,10 @@ def write_export(db: Session, settings: Settings, project: Project, path: Path) 
                         "category_id": int(value),
                         "segmentation": {
                             "size": [int(mask.shape[0]), int(mask.shape[1])],
-                            "counts": rle_string(rle_counts(binary)),
+                            "counts": rle_string(counts),
                         },
-                        "area": int(binary.sum()),
-                        "bbox": _bbox(binary),
+                        "area": int(sum(counts[1::2])),
+                        "bbox": bbox,
                         "iscrowd": 0,
                     }
                 )

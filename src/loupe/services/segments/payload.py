@@ -240,7 +240,7 @@ def save_mask(
     _item_row, rows, cols = _item(db, project, item_id)
     array = files.decode_mask(mask, (rows, cols)) if isinstance(mask, bytes) else mask
     known = class_values(project)
-    unknown = sorted(set(np.unique(array).tolist()) - set(known))
+    unknown = sorted(set(files.label_values(array)) - set(known))
     if unknown:
         raise LoupeError(
             ErrorCode.INVALID, f"mask has label values {unknown[:10]} not in {sorted(known)}"
@@ -263,6 +263,12 @@ def save_mask(
     )
 
 
+def preview(db: Session, project: Project, item_id: int, *, max_size: int) -> bytes:
+    """JPEG of the item at most ``max_size`` px on its long side (see files.preview_jpeg)."""
+    item, _rows, _cols = _item(db, project, item_id)
+    return files.preview_jpeg(item, max_size)
+
+
 def mask_png(db: Session, settings: Settings, project: Project, item_id: int) -> bytes:
     """The stored mask as a PNG of label values; NOT_FOUND when the item has none."""
     current = view(db, project, item_id)
@@ -271,6 +277,8 @@ def mask_png(db: Session, settings: Settings, project: Project, item_id: int) ->
     path = files.mask_path(settings, project.id, current.mask)
     if not path.is_file():
         raise LoupeError(ErrorCode.NOT_FOUND, f"the mask file of item {item_id} is missing")
+    if path.suffix == ".tif":  # a big image's mask: stored as TIFF, served as PNG
+        return files.encode_png(files.read_mask(settings, project.id, current.mask))
     return path.read_bytes()
 
 

@@ -27,14 +27,11 @@ from loupe.db.models import Annotation, Item, Job, ModelVersion, Project
 from loupe.db.session import session_scope
 from loupe.db.types import utcnow
 from loupe.errors import ErrorCode, LoupeError
-from loupe.features.pixels import PixelFeatures
+from loupe.features.pixels import PixelFeatures, grid_shape
 from loupe.jobs.context import JobContext
 from loupe.jobs.core import submit
 from loupe.jobs.registry import register_job_kind
 from loupe.learn.pixel_epochs import EpochTrainer, FittedPixelHead
-from loupe.learn.pixel_heads import (
-    training_pixels,
-)
 from loupe.services.labels.core import NONE_KIND, PERSON_ORIGINS
 from loupe.services.segments import files, pixels
 from loupe.services.training.versions import make_active
@@ -45,6 +42,8 @@ from loupe.tasks.types import PredictionRow
 
 SEGMENT_TRAIN = "segment_train"
 MASK_PIXELS_PER_CLASS = 2000
+PREDICT_BAND_VALUES = 4_000_000
+"""float32 values per band of a prediction (16 MB): bounds its memory on big images."""
 Report = Callable[[float, dict[str, Any]], None]
 
 
@@ -212,12 +211,18 @@ def _train(
     for n, row in enumerate(labelled):
         say(0.05 * n / max(len(labelled), 1), {"stage": "features", "item_id": row.item.id})
         features = pixels.item_features(settings, project, row.item)
-        labels = pixels.sparse_labels(settings, project.id, features.shape, row.data)
         per_class = MASK_PIXELS_PER_CLASS if row.data.get("mask") else 20_000
-        rr, cc, values = training_pixels(labels, max_per_class=per_class, seed=row.item.id)
+        rr, cc, values, groups = pixels.training_samples(
+            settings,
+            project.id,
+            features.shape,
+            row.data,
+            max_per_class=per_class,
+            seed=row.item.id,
+        )
         xs.append(features.sample(rr, cc))
         ys.append(values)
-        gs.append(pixels.regions(labels)[rr, cc] + n * 1_000_000)
+        gs.append(groups + (n << 32))
     if not xs or len(np.unique(np.concatenate(ys))) < 2:
         raise LoupeError(ErrorCode.INVALID, "the labels hold fewer than two classes")
     trainer = EpochTrainer(
@@ -299,21 +304,36 @@ def _train(
 def _predict(
     head: FittedPixelHead, features: PixelFeatures, version_id: int, rev: int
 ) -> files.ProbabilityMap:
-    proba = head.predict_proba(features)
+    """The head's uint8 probability map, predicted band by band so that a big image's
+    float32 grid (and the head's hidden layer on it) never exists whole."""
+    rows, cols = grid_shape(features.shape, features.stride)
+    width = max(int(head.first_weights.shape[1]), len(head.classes_))
+    step = max(1, PREDICT_BAND_VALUES // max(cols * width, 1))
+    proba = np.empty((rows, cols, len(head.classes_)), dtype=np.uint8)
+    for g0 in range(0, rows, step):
+        band = features.band((g0, min(g0 + step, rows)))
+        proba[g0 : g0 + step] = files.to_uint8_proba(head.predict_proba(band))
     return files.ProbabilityMap(
-        files.to_uint8_proba(proba), head.classes_, features.stride, features.shape, version_id, rev
+        proba, head.classes_, features.stride, features.shape, version_id, rev
     )
 
 
 def _prediction_row(
     item_id: int, pmap: files.ProbabilityMap, names: dict[int, str]
 ) -> PredictionRow:
-    proba = pmap.proba.astype(np.float32) / 255.0
-    best = proba.argmax(axis=2)
-    values = pmap.classes[best]
-    foreground = float(np.mean(values != 0))
-    uncertainty = float(np.mean(1.0 - proba.max(axis=2)))
-    counts = {int(v): int(np.sum(values == v)) for v in pmap.classes if v != 0}
+    # In row bands: a big image's grid is never copied whole as floats.
+    grid = pmap.proba
+    per_class = np.zeros(len(pmap.classes), dtype=np.int64)
+    top_sum = 0.0
+    step = max(1, PREDICT_BAND_VALUES // max(grid.shape[1] * grid.shape[2], 1))
+    for g0 in range(0, grid.shape[0], step):
+        band = grid[g0 : g0 + step]
+        per_class += np.bincount(band.argmax(axis=2).ravel(), minlength=len(pmap.classes))
+        top_sum += float(band.max(axis=2).sum(dtype=np.float64))
+    cells = max(grid.shape[0] * grid.shape[1], 1)
+    foreground = float(per_class[pmap.classes != 0].sum() / cells)
+    uncertainty = float(1.0 - top_sum / 255.0 / cells)
+    counts = {int(v): int(per_class[k]) for k, v in enumerate(pmap.classes) if v != 0}
     top = max(counts, key=lambda v: counts[v]) if counts and foreground > 0 else 0
     return PredictionRow(
         item_id=item_id,
@@ -324,9 +344,7 @@ def _prediction_row(
         flag_reason=None,
         output={
             "foreground_fraction": round(foreground, 5),
-            "fractions": {
-                names.get(v, str(v)): round(c / values.size, 5) for v, c in counts.items()
-            },
+            "fractions": {names.get(v, str(v)): round(c / cells, 5) for v, c in counts.items()},
         },
         members={},
     )

@@ -86,6 +86,10 @@ export async function putMask(projectId: number, itemId: number, version: number
 export const maskUrl = (projectId: number, itemId: number, rev: number): string =>
   `${itemBase(projectId, itemId)}/mask.png?rev=${rev}`;
 
+/** The image as a JPEG at most `maxSize` px on its long side (big or non-browser images). */
+export const previewUrl = (projectId: number, itemId: number, maxSize: number): string =>
+  `${itemBase(projectId, itemId)}/preview.jpg?max_size=${Number(maxSize)}`;
+
 export const heatmapUrl = (projectId: number, itemId: number, layer: HeatmapLayer, value: number, rev: number): string =>
   `${itemBase(projectId, itemId)}/heatmap.png?layer=${layer}&value=${value}&max_size=1024&rev=${rev}`;
 
