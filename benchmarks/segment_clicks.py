@@ -44,6 +44,7 @@ import json
 import statistics
 import sys
 import time
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -55,9 +56,10 @@ from loupe.features.grids import upsample_to_pixels
 from loupe.features.pixels import (
     FeatureGrid,
     PixelFeatures,
-    filter_bank,
     parse_feature_set,
     pixel_features,
+    to_gray,
+    to_rgb_uint8,
 )
 from loupe.learn.pixel_heads import (
     UNLABELLED,
@@ -203,13 +205,32 @@ def forest_predictor(bank: np.ndarray) -> Predict:
     def predict(labels: np.ndarray) -> np.ndarray:
         where = labels.ravel() != UNLABELLED
         forest = RandomForestClassifier(n_estimators=100, n_jobs=2, random_state=0)
-        forest.fit(flat[where], labels.ravel()[where])
         out = np.empty(len(flat), dtype=bool)
-        for start in range(0, len(flat), 1 << 17):
-            out[start : start + (1 << 17)] = forest.predict(flat[start : start + (1 << 17)]) == 1
+        with warnings.catch_warnings():
+            # scikit-learn's joblib note about propagating its config to the workers,
+            # once per tree and click: noise that buries the results.
+            warnings.filterwarnings("ignore", message=".*sklearn.utils.parallel.delayed")
+            forest.fit(flat[where], labels.ravel()[where])
+            for start in range(0, len(flat), 1 << 17):
+                chunk = flat[start : start + (1 << 17)]
+                out[start : start + (1 << 17)] = forest.predict(chunk) == 1
         return out.reshape(labels.shape)
 
     return predict
+
+
+def baseline_bank(image: np.ndarray, channel_axis: int | None) -> np.ndarray:
+    """ilastik's default features: scikit-image's ``multiscale_basic_features`` on the
+    full-resolution luminance (sigma 0.5-16 px), called directly so that speed work on
+    :func:`loupe.features.filter_bank.filter_bank` can never change the baseline."""
+    from skimage.feature import multiscale_basic_features
+
+    if channel_axis is None:  # gray: min-max scaled, as the filter bank does
+        values = image.astype(np.float32)
+        gray = (values - values.min()) / max(float(values.max() - values.min()), 1e-6)
+    else:
+        gray = to_gray(to_rgb_uint8(image, channel_axis=channel_axis))
+    return multiscale_basic_features(gray, sigma_min=0.5, sigma_max=16, num_sigma=6, workers=1)
 
 
 # --- main ---------------------------------------------------------------------------------
@@ -253,9 +274,7 @@ def main() -> int:
             if feature_set == DEFAULT_SET and not args.no_mlp:
                 configs.append((f"{feature_set} / mlp", head_predictor(features, MlpPixelHead)))
         if not args.no_baseline:
-            bank = filter_bank(
-                image, stride=1, sigma_min=0.5, sigma_max=16, channel_axis=channel_axis
-            )
+            bank = baseline_bank(image, channel_axis)
             configs.append(("baseline: filters full-res / random forest", forest_predictor(bank)))
         for label, predict in configs:
             start = time.perf_counter()

@@ -16,7 +16,10 @@ resampled to one output grid of stride ``stride`` in NumPy (:mod:`loupe.features
 finer taps are block-averaged, coarser ones bilinearly upsampled), so a
 full-resolution hypercolumn is never allocated: at 2048 x 2048 and stride 4 the result
 is 512 x 512 x 192. (ONNX Runtime's ``Resize`` inside the graph was several times
-slower on 2 cores.) The graph takes uint8 ``(1, H, W, 3)`` pixels with
+slower on 2 cores.) Big images run as horizontal bands with context on concurrent
+single-threaded ``run`` calls: unlike intra-op threads they do not wait at every
+operator for a core that another process holds (1.5x faster under load on 2 cores). The
+graph takes uint8 ``(1, H, W, 3)`` pixels with
 ``H`` and ``W`` multiples of 16 (:func:`cnn_hypercolumn` pads) and is exported once per
 backbone, export recipe and weights to
 ``<cache_dir>/pixels-<name>-g<recipe>-<sha256[:12]>.onnx``.
@@ -32,6 +35,7 @@ import logging
 import os
 import uuid
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +56,8 @@ HYPERCOLUMN_DIMS = {"effnet-lite0": 192, "mobilenet_v2": 168, "dinov2-s": 384}
 ALIGN = 16
 """Input height and width must be multiples of this (the trunks stop at stride 16)."""
 
+BAND_CONTEXT = 128
+"""Rows of context on each side of a concurrently computed row band (a multiple of 16)."""
 DINO_PATCH = 14
 _GRAPH_VERSION = "1"
 _INPUT = "pixels"
@@ -186,29 +192,49 @@ def _export(module: nn.Module, path: Path) -> None:
 
 
 @functools.lru_cache(maxsize=8)
-def _session(path: str, threads: int) -> Any:
+def _session(path: str) -> Any:
     import onnxruntime as ort
 
+    # One intra-op thread: parallelism comes from running row bands concurrently
+    # (:func:`cnn_hypercolumn`), which does not stall at per-operator barriers when other
+    # processes hold a core (see :class:`loupe.features.onnx_runtime.OnnxRunner`).
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
+    options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
-def onnx_hypercolumn_session(
-    name: str, *, cache_dir: Path, weights_dir: Path | None = None, threads: int = 2
-) -> Any:
-    """An ONNX Runtime session of backbone ``name``'s tap graph, exporting it to
-    ``cache_dir`` first if needed (sessions are reused per process)."""
+@functools.lru_cache(maxsize=4)
+def _band_pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="loupe-hypercolumn")
+
+
+def onnx_hypercolumn_session(name: str, *, cache_dir: Path, weights_dir: Path | None = None) -> Any:
+    """A single-threaded ONNX Runtime session of backbone ``name``'s tap graph,
+    exporting it to ``cache_dir`` first if needed (sessions are reused per process and
+    allow concurrent ``run`` calls)."""
     weights = hypercolumn_weights(name, weights_dir)
     sha = file_sha256(weights)[:12]
     path = Path(cache_dir) / f"pixels-{name}-g{_GRAPH_VERSION}-{sha}.onnx"
     if not path.is_file():
         logger.info("exporting the %s hypercolumn taps to %s", name, path)
         _export(_hypercolumn_module(name, weights), path)
-    return _session(str(path), threads)
+    return _session(str(path))
+
+
+def _row_bands(rows: int, threads: int) -> list[tuple[int, int, int, int]]:
+    """``(start with context, core start, core stop, stop with context)`` of up to
+    ``threads`` horizontal bands of ``rows`` (a multiple of 16) padded rows; bands of
+    fewer than ``4 * BAND_CONTEXT`` rows are not worth their context."""
+    count = max(1, min(threads, rows // (4 * BAND_CONTEXT)))
+    edges = [round(rows * k / count / ALIGN) * ALIGN for k in range(count + 1)]
+    return [
+        (max(r0 - BAND_CONTEXT, 0), r0, r1, min(r1 + BAND_CONTEXT, rows))
+        for r0, r1 in zip(edges[:-1], edges[1:], strict=True)
+    ]
 
 
 # --- running it ---------------------------------------------------------------------------
@@ -240,7 +266,12 @@ def cnn_hypercolumn(
     weights_dir : Path, optional
         Extra folder to look for weights in.
     threads : int
-        ONNX Runtime intra-op threads.
+        Horizontal bands of the image run concurrently, each on one ONNX Runtime
+        thread (no band under ``4 * BAND_CONTEXT`` rows). Each band is extended by
+        :data:`BAND_CONTEXT` rows on both sides and only its core kept; band edges are
+        multiples of 16, so every tap's cells split exactly. Versus one pass over the
+        whole image (``threads=1``) only the stride-16 tap differs, near the seams:
+        by ~1e-4 of its standard deviation on average, 10 % at most (quokka photo).
 
     Returns
     -------
@@ -253,21 +284,35 @@ def cnn_hypercolumn(
         raise ValueError(f"stride must be one of 2, 4, 8, 16, got {stride}")
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
-    session = onnx_hypercolumn_session(
-        name, cache_dir=cache_dir, weights_dir=weights_dir, threads=threads
-    )
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    session = onnx_hypercolumn_session(name, cache_dir=cache_dir, weights_dir=weights_dir)
     rows, cols = rgb.shape[:2]
     padded = _pad_to(rgb, ALIGN)
-    taps = session.run(list(_TAPS), {_INPUT: padded[None]})
     grid_rows, grid_cols = -(-rows // stride), -(-cols // stride)
     out = np.empty((grid_rows, grid_cols, HYPERCOLUMN_DIMS[name]), dtype=np.float32)
-    start = 0
-    for tap, tap_stride in zip(taps, TAP_STRIDES, strict=True):
-        channels = tap.shape[1]
-        out[..., start : start + channels] = resample_grid(
-            tap[0].transpose(1, 2, 0), tap_stride, stride, (grid_rows, grid_cols)
-        )
-        start += channels
+
+    def fill(band: tuple[int, int, int, int]) -> None:
+        # Run one band (with context) and resample its taps to the grid rows of its
+        # core: bands write disjoint rows of ``out``, so they run concurrently.
+        e0, r0, r1, e1 = band
+        taps = session.run(list(_TAPS), {_INPUT: padded[None, e0:e1]})
+        g0, g1 = r0 // stride, min(r1 // stride, grid_rows)
+        skip = (r0 - e0) // stride
+        start = 0
+        for tap, tap_stride in zip(taps, TAP_STRIDES, strict=True):
+            channels = tap.shape[1]
+            resampled = resample_grid(
+                tap[0].transpose(1, 2, 0), tap_stride, stride, (skip + g1 - g0, grid_cols)
+            )
+            out[g0:g1, :, start : start + channels] = resampled[skip:]
+            start += channels
+
+    bands = _row_bands(padded.shape[0], threads)
+    if len(bands) == 1:
+        fill(bands[0])
+    else:
+        list(_band_pool(len(bands)).map(fill, bands))
     return out
 
 

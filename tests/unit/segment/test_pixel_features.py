@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 
 from loupe.features.base import WeightsNotFound
-from loupe.features.grids import resample_grid, upsample_to_pixels
-from loupe.features.hypercolumns import HYPERCOLUMN_DIMS, dino_hypercolumn
+from loupe.features.grids import block_mean, resample_grid, upsample_to_pixels
+from loupe.features.hypercolumns import (
+    BAND_CONTEXT,
+    HYPERCOLUMN_DIMS,
+    cnn_hypercolumn,
+    dino_hypercolumn,
+)
 from loupe.features.pixels import (
     FILTER_BANK_DIM,
     filter_bank,
@@ -30,6 +35,25 @@ def test_filter_bank_shape_and_dtype(coins: np.ndarray) -> None:
     bank = filter_bank(coins, stride=2)
     bright = coins[::2, ::2][: bank.shape[0], : bank.shape[1]] > 120
     assert bank[bright, 0].mean() > bank[~bright, 0].mean()
+
+
+def test_filter_bank_equals_scikit_image(coins: np.ndarray) -> None:
+    # The float32 separable implementation computes multiscale_basic_features' values.
+    from skimage.feature import multiscale_basic_features
+
+    gray = coins.astype(np.float32)
+    gray = (gray - gray.min()) / (gray.max() - gray.min())
+    expected = multiscale_basic_features(gray, sigma_min=0.5, sigma_max=16, num_sigma=6)
+    got = filter_bank(coins, stride=1, sigma_min=0.5, sigma_max=16)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    # Stride 2: the same bank on the 2 x 2 block means, scales halved.
+    half = block_mean(gray, 2)
+    expected = multiscale_basic_features(half, sigma_min=0.5, sigma_max=16, num_sigma=6)
+    np.testing.assert_allclose(filter_bank(coins, stride=2), expected, rtol=0, atol=1e-6)
+    # Stride 4: those, block-averaged once more.
+    np.testing.assert_allclose(
+        filter_bank(coins, stride=4), block_mean(expected, 2), rtol=0, atol=1e-6
+    )
 
 
 def test_filter_bank_checks_its_arguments(coins: np.ndarray) -> None:
@@ -56,6 +80,24 @@ def test_cnn_hypercolumns_through_onnx(
     suit = part.data[30:40, 20:30].mean(axis=(0, 1))
     sky = part.data[2:8, 2:8].mean(axis=(0, 1))
     assert np.linalg.norm(suit - sky) > 0.1 * np.linalg.norm(sky)
+
+
+def test_concurrent_row_bands_equal_one_pass(onnx_cache: Path) -> None:
+    import skimage.data
+
+    # Tall enough for two bands: the 512 x 512 astronaut stacked twice (1024 rows).
+    image = np.ascontiguousarray(np.concatenate([skimage.data.astronaut()[:, :160]] * 2))
+    assert image.shape[0] >= 2 * 4 * BAND_CONTEXT
+    whole = cnn_hypercolumn(image, "effnet-lite0", stride=4, cache_dir=onnx_cache, threads=1)
+    bands = cnn_hypercolumn(image, "effnet-lite0", stride=4, cache_dir=onnx_cache, threads=2)
+    assert bands.shape == whole.shape == (256, 40, HYPERCOLUMN_DIMS["effnet-lite0"])
+    # Taps up to stride 8 see less than the band context: identical.
+    np.testing.assert_allclose(bands[..., :80], whole[..., :80], rtol=1e-5, atol=1e-5)
+    # The stride-16 tap reaches a little further: equal up to a small error at the seam.
+    relative = np.abs(bands[..., 80:] - whole[..., 80:]).mean() / whole[..., 80:].std()
+    assert relative < 1e-3, relative
+    with pytest.raises(ValueError, match="threads"):
+        cnn_hypercolumn(image, "effnet-lite0", stride=4, cache_dir=onnx_cache, threads=0)
 
 
 def test_default_set_has_parts_on_their_grids(coins: np.ndarray, onnx_cache: Path) -> None:
