@@ -83,7 +83,13 @@ export class UploadQueue {
         } else {
           f.status = 'done';
           f.progress = 1;
-          f.message = report.existing && !report.imported ? 'already in the project' : '';
+          // a ZIP may hold files that could not be read beside those imported
+          const skipped = (report.failed ?? []).length;
+          f.message = skipped
+            ? `${skipped} file${skipped > 1 ? 's' : ''} skipped: ${failed.path}: ${failed.reason}`
+            : report.existing && !report.imported
+              ? 'already in the project'
+              : '';
           f.itemIds = report.item_ids ?? [];
           this.onFileDone(f.itemIds);
         }

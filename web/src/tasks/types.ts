@@ -105,6 +105,9 @@ export interface TaskUI {
   title: string;
   description: string;
   SchemaEditor: Component<SchemaEditorProps, SchemaEditorExports>;
+  /** The file picker of the project bar: its button, `accept` list and tooltip;
+   * absent: 'Add images', any file. */
+  upload?: { button: string; accept: string; title: string };
   /** null: the grid takes the whole width (uploads may still open a side column). */
   SidePanel: Component<SidePanelProps> | null;
   TileFooter: Component<TileFooterProps>;

@@ -74,7 +74,7 @@ from loupe.services.items.uploads import save_upload as save_upload
 from loupe.services.items.uploads import save_upload_info as save_upload_info
 from loupe.services.items.uploads import upload_folder_case
 from loupe.services.projects.case_pattern import compile_case_pattern
-from loupe.services.volumes.zip_series import expand_zips
+from loupe.services.volumes.zip_series import expand_zips, is_zip, upload_zip_sources
 from loupe.settings import Settings
 
 __all__ = [
@@ -285,22 +285,25 @@ def ingest_uploaded(
 ) -> IngestReport:
     """Import saved uploads; reports name each file by its original ``filename``.
 
-    ``item.filename`` is the original name (without folders). Files this upload
-    created that end up referenced by no item (failed, or already present from
-    elsewhere) are deleted again.
+    ``item.filename`` is the original name (without folders). A ZIP is expanded
+    (:func:`~loupe.services.volumes.zip_series.upload_zip_sources`: one DICOM series
+    per ZIP, its item named after the ZIP). Files this upload created that end up
+    referenced by no item (failed, or already present from elsewhere) are deleted again.
     """
     saved = [u if isinstance(u, SavedUpload) else SavedUpload(u[0], u[1], False) for u in uploads]
     rule = case_rule(settings, project_id, case_pattern=case_pattern, case_name=case_name)
-    sources = [
-        Source(
-            u.path,
-            PurePosixPath(u.filename.replace("\\", "/")).name or u.path.name,
-            u.filename,
-            upload_folder_case(u.filename),
-        )
-        for u in saved
-    ]
     writer = ItemWriter(settings, project_id, rule, user_id)
+    sources: list[Source] = []
+    for u in saved:
+        folder_case = upload_folder_case(u.filename)
+        if is_zip(u.path):  # a ZIP of one DICOM series (or of volumes): its files
+            try:
+                sources += upload_zip_sources(settings, u.path, u.filename, folder_case=folder_case)
+            except LoupeError as exc:
+                writer.report.fail(u.filename, exc.message)
+            continue
+        name = PurePosixPath(u.filename.replace("\\", "/")).name or u.path.name
+        sources.append(Source(u.path, name, u.filename, folder_case))
     report = ingest_sources(settings, project_id, sources, rule=rule, writer=writer)
     discard_unreferenced(settings, [u.path for u in saved if u.created], keep=writer.linked)
     return report

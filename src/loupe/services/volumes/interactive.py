@@ -22,7 +22,7 @@ from loupe.features.voxels import DEFAULT_SIGMAS, cached_voxel_features
 from loupe.jobs.context import JobContext
 from loupe.jobs.core import submit
 from loupe.jobs.registry import register_job_kind
-from loupe.learn.voxel_classifier import VoxelClassifier, ball_points
+from loupe.learn.voxel_classifier import VoxelClassifier, ball_points, click_ball
 from loupe.services.volumes.store import (
     VolumeSource,
     nifti_bytes,
@@ -110,9 +110,15 @@ def run_volume_features(
 
 
 def labelled_points(
-    clicks: list[Click], scribbles: list[Scribble], shape: tuple[int, ...], allowed: set[int]
+    clicks: list[Click],
+    scribbles: list[Scribble],
+    shape: tuple[int, ...],
+    allowed: set[int],
+    features: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 3) (z, y, x) voxels and their labels; a click labels a small ball."""
+    """(N, 3) (z, y, x) voxels and their labels; a click labels a small ball (with
+    ``features``: only the ball's voxels that look like the clicked one, see
+    :func:`~loupe.learn.voxel_classifier.click_ball`)."""
     points: list[np.ndarray] = []
     values: list[np.ndarray] = []
     for value in {c.value for c in clicks} | {s.value for s in scribbles}:
@@ -124,7 +130,11 @@ def labelled_points(
     for click in clicks:
         centre = (click.z, click.y, click.x)
         _inside(centre, shape)
-        ball = ball_points(centre, CLICK_RADIUS, shape)
+        ball = (
+            ball_points(centre, CLICK_RADIUS, shape)
+            if features is None
+            else click_ball(features, centre, CLICK_RADIUS)
+        )
         points.append(ball)
         values.append(np.full(len(ball), click.value))
     for scribble in scribbles:
@@ -176,8 +186,10 @@ def segment(
             "label at least two values (background 0 and a class) before segmenting",
         )
     features = volume_features(source, settings)
+    points, values = labelled_points(clicks, scribbles, shape, allowed | {0}, features)
     started = time.perf_counter()
-    classifier = VoxelClassifier(n_jobs=2).fit(features, points, values)
+    # extra trees: steadier than a classic forest on a few clicks (see VoxelClassifier)
+    classifier = VoxelClassifier(n_jobs=2, extra_trees=True).fit(features, points, values)
     fitted = time.perf_counter()
     if full:
         labels = classifier.predict_volume(features, coarse=1)

@@ -21,6 +21,13 @@ const volume: TaskUI = {
   title: 'Volume',
   description: '3-D masks per class on NIfTI / DICOM volumes, edited in three views',
   Viewer: VolumeEditor,
+  // One file is one request, so a DICOM series comes as a ZIP (the server expands it;
+  // files without a suffix would each become a one-slice volume).
+  upload: {
+    button: 'Add volumes',
+    accept: '.nii,.nii.gz,.gz,.dcm,.zip,application/zip,application/x-zip-compressed,application/dicom',
+    title: 'NIfTI files, DICOM files, or a ZIP holding one DICOM series',
+  },
   SchemaEditor: ClassesEditor,
   SidePanel,
   TileFooter,
