@@ -17,13 +17,20 @@ from numpy.typing import NDArray
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from loupe.db.models import Annotation, Item, ModelVersion, Prediction, Project
+from loupe.db.models import Annotation, Item, ModelVersion, Project
 from loupe.features.store import FeatureStore, open_existing
 from loupe.services.labels.core import NONE_KIND, PERSON_ORIGINS
 from loupe.settings import Settings
 from loupe.tasks import kind_of
 from loupe.tasks.base import LabelValue
 from loupe.tasks.embedding import ensemble_members
+from loupe.tasks.prediction_arrays import (
+    VersionOutput,
+    decode,
+    load_or_decode,
+    output_rows,
+    version_key,
+)
 
 
 @dataclass
@@ -84,57 +91,32 @@ def _open_store(settings: Settings, project_id: int, backbone: str) -> FeatureSt
     return store
 
 
-@dataclass(frozen=True)
-class _VersionOutput:
-    """A model version's stored output as arrays, row k = item ``item_ids[k]`` (sorted)."""
-
-    item_ids: NDArray[np.int64]
-    class_names: tuple[str, ...]
-    probs: NDArray[np.float64] | None
-    spread: NDArray[np.float64]
-    flagged: NDArray[np.bool_]
-
-
 # Decoding 100,000 JSON outputs takes seconds; a version's predictions only grow
 # (a predict job adds items), so its arrays are kept per (database, version,
-# prediction count, newest prediction id) and rebuilt only when that changes.
-_OUTPUTS: OrderedDict[tuple[Any, ...], _VersionOutput] = OrderedDict()
+# prediction count, newest prediction id) and rebuilt only when that changes. A
+# process that has not kept them reads the version's sidecar file (written by the
+# job that stored the predictions, or by the first process that decoded them).
+_OUTPUTS: OrderedDict[tuple[Any, ...], VersionOutput] = OrderedDict()
 _OUTPUTS_MAX = 4
 _OUTPUTS_LOCK = threading.Lock()
 
 
-def _version_output(db: Session, version: ModelVersion) -> _VersionOutput:
-    count, newest = db.execute(
-        select(func.count(Prediction.id), func.max(Prediction.id)).where(
-            Prediction.model_version_id == version.id
-        )
-    ).one()
-    key = (str(db.get_bind().engine.url), version.id, version.created_at, int(count), newest)
+def _version_output(
+    db: Session, version: ModelVersion, settings: Settings | None = None
+) -> VersionOutput:
+    """The version's arrays: kept in this process, else its sidecar (when ``settings``
+    are given and the file is current), else the decoded rows."""
+    vkey = version_key(db, version)
+    key = (str(db.get_bind().engine.url), version.id, version.created_at, vkey.count, vkey.newest)
     with _OUTPUTS_LOCK:
         found = _OUTPUTS.get(key)
         if found is not None:
             _OUTPUTS.move_to_end(key)
             return found
-    rows = db.execute(
-        select(Prediction.item_id, Prediction.output, Prediction.uncertainty, Prediction.flagged)
-        .where(Prediction.model_version_id == version.id)
-        .order_by(Prediction.item_id)
-    ).all()
-    first = next((dict(o.get("probs") or {}) for _, o, _, _ in rows if o), {})
-    class_names = tuple(first)
-    item_ids = np.fromiter((int(r[0]) for r in rows), dtype=np.int64, count=len(rows))
-    probs = None
-    if class_names:
-        probs = np.asarray(
-            [
-                [float(((o or {}).get("probs") or {}).get(c, np.nan)) for c in class_names]
-                for _, o, _, _ in rows
-            ],
-            dtype=np.float64,
-        ).reshape(len(rows), len(class_names))
-    spread = np.asarray([np.nan if u is None else float(u) for _, _, u, _ in rows], np.float64)
-    flagged = np.asarray([bool(f) for _, _, _, f in rows], dtype=bool)
-    out = _VersionOutput(item_ids, class_names, probs, spread, flagged)
+    if settings is not None:
+        out = load_or_decode(db, settings, version, vkey)
+    else:
+        out = decode(output_rows(db, version)[0])
     with _OUTPUTS_LOCK:
         _OUTPUTS[key] = out
         while len(_OUTPUTS) > _OUTPUTS_MAX:
@@ -167,15 +149,16 @@ def _item_ids(db: Session, project_id: int) -> NDArray[np.int64]:
     return ids
 
 
-def load_arrays(db: Session, project: Project) -> ProjectArrays:
-    """Items (not in error), the labelled mask, class labels and the active model's output."""
+def load_arrays(db: Session, project: Project, settings: Settings | None = None) -> ProjectArrays:
+    """Items (not in error), the labelled mask, class labels and the active model's output
+    (read from the version's sidecar file under ``settings.models_dir`` when given)."""
     ids = _item_ids(db, project.id)
     size = len(ids)
     version = active_version(db, project.id)
     class_names: tuple[str, ...] = ()
     probs = spread = flagged = None
     if version is not None:
-        out = _version_output(db, version)
+        out = _version_output(db, version, settings)
         class_names = out.class_names
         # rows of ids that the version predicted, and where in its arrays
         at = np.searchsorted(out.item_ids, ids)

@@ -129,7 +129,7 @@ def next_items(
     leases.release(db, project, user.id)
     blocked = leases.held_by_others(db, project.id, user.id, now)
 
-    arrays = load_arrays(db, project)
+    arrays = load_arrays(db, project, settings)
     backbone, features, feature_rows = _aligned_features(settings, db, project, arrays.ids)
     # a few spares in case a concurrent request wins some of the picks first
     want = min(n + max(5, n // 4), MAX_N + 50)

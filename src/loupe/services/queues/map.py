@@ -262,7 +262,7 @@ def read_map(
         raise LoupeError(
             ErrorCode.NOT_FOUND, f"the cached map {key} is gone: POST the map again"
         ) from None
-    arrays = load_arrays(db, project)
+    arrays = load_arrays(db, project, settings)
     row_of = {int(i): r for r, i in enumerate(arrays.ids.tolist())}
     keep = [k for k, i in enumerate(ids.tolist()) if int(i) in row_of]  # deleted since
     rows = np.asarray([row_of[int(ids[k])] for k in keep], dtype=np.intp)
