@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from loupe.db.models import ItemLease
 
@@ -234,3 +234,59 @@ def test_concurrent_requests_never_lease_the_same_item(project_setup: Any) -> No
             got_a, got_b = pool.map(ask, [a, b])
         assert not got_a & got_b
         assert len(got_a) + len(got_b) == len(s["all"]) - len(s["labelled"])
+
+
+@pytest.mark.parametrize(
+    "db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+def test_an_item_labelled_while_the_queue_ranks_is_not_served(
+    project_setup: Any, settings: Any
+) -> None:
+    """PostgreSQL runs requests side by side (SQLite serialises them): between the read
+    of the arrays and the leasing, another annotator labels a pick and lets its lease go
+    (their next queue request). The slow request must not serve that item."""
+    from sqlalchemy import delete
+
+    from loupe.db.models import Annotation
+    from loupe.db.session import session_scope
+    from loupe.select import registry
+    from loupe.select.simple import Random
+
+    s = project_setup()
+    pid, (a, _b) = s["pid"], s["annotators"]
+    unlabelled = sorted(s["all"] - set(s["labelled"]))
+    target = unlabelled[0]
+
+    class LabelledMeanwhile(Random):
+        """Random, but first someone else labels ``target`` and commits (a real write in a
+        connection of its own, as another web process would)."""
+
+        name = "test_labelled_meanwhile"
+
+        def __call__(self, req: Any) -> Any:
+            with session_scope(settings.db_url) as db:
+                db.add(
+                    Annotation(
+                        project_id=pid,
+                        item_id=target,
+                        kind="class",
+                        label="neutrophil",
+                        origin="human",
+                        version=1,
+                    )
+                )
+                db.execute(delete(ItemLease).where(ItemLease.item_id == target))
+            return super().__call__(req)
+
+    registry.register(LabelledMeanwhile())
+    try:
+        r = _queue(a, pid, strategy="test_labelled_meanwhile", n=50)
+    finally:
+        registry.unregister("test_labelled_meanwhile")
+    assert r.status_code == 200, r.text
+    served = {i["id"] for i in r.json()["items"]}
+    assert target not in served
+    assert served == set(unlabelled) - {target}  # the rest is still served
+    with session_scope(settings.db_url, write=False) as db:
+        leased = set(db.scalars(select(ItemLease.item_id).where(ItemLease.project_id == pid)))
+    assert target not in leased  # and its lease given back at once

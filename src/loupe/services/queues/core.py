@@ -162,6 +162,13 @@ def next_items(
 
     ranked_ids = [int(i) for i in result.ids]
     won = leases.take(db, project.id, user.id, ranked_ids, now=now, expires_at=expires_at)
+    if won and not chosen.labelled_items:
+        # The arrays were read before the leases were taken: meanwhile someone may have
+        # labelled a pick and let its lease go (their next queue request). Read again.
+        gone = leases.labelled_among(db, project.id, won)
+        if gone:
+            leases.release(db, project, user.id, sorted(gone))
+            won -= gone
     items = [
         (item_id, float(score))
         for item_id, score in zip(ranked_ids, result.scores.tolist(), strict=True)

@@ -11,7 +11,7 @@ transactions are serialised (BEGIN IMMEDIATE) anyway.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import delete, or_, select
@@ -19,8 +19,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from loupe.db.models import ItemLease, Project
+from loupe.db.models import Annotation, ItemLease, Project
 from loupe.db.types import utcnow
+from loupe.services.labels.core import NONE_KIND, PERSON_ORIGINS
 
 DEFAULT_LEASE_MINUTES = 10.0
 MAX_LEASE_MINUTES = 24 * 60.0
@@ -104,6 +105,23 @@ def take(
         where=or_(ItemLease.user_id == user_id, ItemLease.expires_at <= now),
     ).returning(ItemLease.item_id)
     return {int(i) for i in db.scalars(stmt)}
+
+
+def labelled_among(db: Session, project_id: int, item_ids: Iterable[int]) -> set[int]:
+    """Those of ``item_ids`` a person has labelled (read now, in a statement of its own)."""
+    ids = [int(i) for i in item_ids]
+    if not ids:
+        return set()
+    return set(
+        db.scalars(
+            select(Annotation.item_id).where(
+                Annotation.project_id == project_id,
+                Annotation.item_id.in_(ids),
+                Annotation.kind != NONE_KIND,
+                Annotation.origin.in_(PERSON_ORIGINS),
+            )
+        )
+    )
 
 
 def now_utc() -> dt.datetime:
