@@ -79,6 +79,9 @@ def test_retrain_threshold_training_and_activation(
     job = c.get(f"/api/jobs/{r.json()['id']}").json()
     assert job["kind"] == "volume_train" and job["status"] == "done", job
     assert len(job["result"]["loss"]) == TINY["epochs"]
+    # a live validation Dice per epoch (fixed held-out patches), besides the final one
+    assert len(job["result"]["epoch_dice"]) == TINY["epochs"]
+    assert all(0.0 <= d <= 1.0 for d in job["result"]["epoch_dice"])
     assert set(job["result"]["val_dice"]) == {"grey", "white"}
     assert job["result"]["activated"] is True
 

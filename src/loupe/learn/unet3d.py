@@ -40,7 +40,9 @@ class UNetState:
     channels: tuple[int, ...]
     num_res_units: int
     weights: bytes = field(repr=False)
-    history: list[dict[str, float]] = field(default_factory=list)  # per epoch: loss, seconds
+    history: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # per epoch: loss, seconds, val_dice
     device: str = "cpu"
 
     def save(self, path: str | Path) -> None:
@@ -162,6 +164,8 @@ def train_unet(
     init: UNetState | None = None,
     progress: Progress | None = None,
     check: Callable[[], None] | None = None,
+    validation: tuple[Sequence[np.ndarray], Sequence[np.ndarray]] | None = None,
+    val_patches: int = 4,
 ) -> UNetState:
     """Train a UNet on (z, y, x) images and their finished masks (labels 0..n_classes-1).
 
@@ -169,6 +173,10 @@ def train_unet(
     (Dice + cross-entropy loss, AdamW). ``init`` continues from a previous state.
     ``progress(fraction, message)`` is called per epoch; ``check()`` before every step
     (a job's cancel check raises), so a cancel takes effect within one step.
+    ``validation`` (held-out images and masks): after every epoch the Dice per class
+    on ``val_patches`` fixed patches of them (foreground-centred) goes into the
+    epoch's history entry (``val_dice``) and the progress message, for a live curve;
+    the final whole-volume validation is the caller's.
     """
     import torch
     from monai.losses import DiceCELoss
@@ -199,7 +207,19 @@ def train_unet(
     scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=epochs, power=0.9)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     sample = _patch_sampler(prepared_images, prepared_masks, patch, fg_fraction, seed)
-    history: list[dict[str, float]] = list(init.history) if init is not None else []
+    history: list[dict[str, Any]] = list(init.history) if init is not None else []
+    val_x = val_y = None
+    if validation is not None and len(validation[0]):
+        draw = _patch_sampler(
+            [_pad_to(normalise_intensity(i), patch) for i in validation[0]],
+            [_pad_to(np.asarray(m).astype(np.int64), patch) for m in validation[1]],
+            patch,
+            1.0,
+            seed + 1,
+        )
+        pairs = [draw() for _ in range(max(1, val_patches))]
+        val_x = np.stack([p[0] for p in pairs])[:, None]
+        val_y = np.stack([p[1] for p in pairs])
     model.train()
     for epoch in range(1, epochs + 1):
         started, total = time.perf_counter(), 0.0
@@ -215,13 +235,43 @@ def train_unet(
             optimizer.step()
             total += float(loss.detach())
         scheduler.step()
-        entry = {"loss": total / iterations, "seconds": time.perf_counter() - started}
+        entry: dict[str, Any] = {
+            "loss": total / iterations,
+            "seconds": time.perf_counter() - started,
+        }
+        message = f"epoch {epoch}/{epochs}: loss {entry['loss']:.4f}"
+        if val_x is not None and val_y is not None:
+            entry["val_dice"] = _patch_dice(model, val_x, val_y, n_classes, device)
+            if entry["val_dice"]:
+                mean = float(np.mean(list(entry["val_dice"].values())))
+                message += f", val Dice {mean:.4f}"
         history.append(entry)
         if progress is not None:
-            progress(epoch / epochs, f"epoch {epoch}/{epochs}: loss {entry['loss']:.4f}")
+            progress(epoch / epochs, message)
     buffer = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
     return UNetState(n_classes, tuple(channels), num_res_units, buffer.getvalue(), history, device)
+
+
+def _patch_dice(
+    model: Any, x: np.ndarray, y: np.ndarray, n_classes: int, device: str
+) -> dict[int, float]:
+    """Dice per class (1..n_classes-1, those present in ``y`` or predicted) on patches."""
+    import torch
+
+    model.eval()
+    try:
+        with torch.inference_mode():
+            pred = torch.argmax(model(torch.from_numpy(x).to(device)), dim=1).cpu().numpy()
+    finally:
+        model.train()
+    out = {}
+    for c in range(1, n_classes):
+        p, t = pred == c, y == c
+        denominator = int(p.sum()) + int(t.sum())
+        if denominator:
+            out[c] = round(2.0 * int((p & t).sum()) / denominator, 4)
+    return out
 
 
 def predict_unet(

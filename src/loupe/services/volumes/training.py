@@ -11,6 +11,7 @@ failed and leaves the active one in place.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +132,14 @@ def train_volumes(
         job_id=job_id,
         params={"options": options, "values": values},
     )
-    live: dict[str, Any] = {"model_version_id": version_id, "loss": [], "val_dice": None}
+    # loss and validation Dice (fixed held-out patches) per epoch for the live chart;
+    # val_dice: per class on the whole held-out volumes, at the end
+    live: dict[str, Any] = {
+        "model_version_id": version_id,
+        "loss": [],
+        "epoch_dice": [],
+        "val_dice": None,
+    }
 
     def progress(fraction: float, message: str) -> None:
         if ctx is not None:
@@ -142,10 +150,11 @@ def train_volumes(
     try:
         images = [read_voxels(c.source, settings) for c in train]
         masks = [_to_index(load_mask(c.mask), values) for c in train]
-        state = _train(train_unet, images, masks, values, options, live, progress, ctx)
-        roi = int(options["roi"])
         val_images = [read_voxels(c.source, settings) for c in held]
         val_masks = [load_mask(c.mask) for c in held]
+        validation = (val_images, [_to_index(m, values) for m in val_masks])
+        state = _train(train_unet, images, masks, values, options, live, progress, ctx, validation)
+        roi = int(options["roi"])
         predictions = [
             _to_value(predict_unet(state, image, roi=roi), values) for image in val_images
         ]
@@ -182,6 +191,10 @@ def train_volumes(
     return {**live, "val_dice_mean": mean, "active_val_dice_mean": baseline, "activated": better}
 
 
+_LOSS = re.compile(r"loss ([0-9.eE+-]+)")
+_DICE = re.compile(r"val Dice ([0-9.]+)")
+
+
 def _train(
     train_unet: Any,
     images: list[np.ndarray],
@@ -191,13 +204,14 @@ def _train(
     live: dict[str, Any],
     progress: Any,
     ctx: JobContext | None,
+    validation: tuple[list[np.ndarray], list[np.ndarray]] | None = None,
 ) -> Any:
     def on_epoch(fraction: float, message: str) -> None:
-        # "epoch i/n: loss x" -> keep the curve for the live chart
-        try:
-            live["loss"].append(float(message.rsplit("loss", 1)[1]))
-        except (IndexError, ValueError):
-            pass
+        # "epoch i/n: loss x, val Dice y" -> keep the curves for the live chart
+        for key, pattern in (("loss", _LOSS), ("epoch_dice", _DICE)):
+            found = pattern.search(message)
+            if found:
+                live[key].append(float(found.group(1)))
         progress(fraction, message)
 
     return train_unet(
@@ -213,6 +227,7 @@ def _train(
         seed=int(options.get("seed", 0)),
         progress=on_epoch,
         check=ctx.check_cancelled if ctx is not None else None,
+        validation=validation,
     )
 
 
