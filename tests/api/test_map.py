@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.api.test_queues import SOURCES, _tiles
+from tests.api.test_queues import SOURCES
+from tests.api.texture_helpers import trained_texture_project
 
 
 @pytest.fixture
@@ -16,27 +17,7 @@ def mapped_project(
     settings: Any, make_user: Any, make_project: Any, login: Any, tmp_path: Path
 ) -> dict[str, Any]:
     """26 skimage tiles of three textures, 'classic' features, a model trained inline."""
-    from loupe.services.items.ingest import ingest_paths
-
-    owner = make_user()
-    project = make_project(owner, settings_={"ensemble": ["classic"]})
-    root = tmp_path / "tiles"
-    _tiles(root)
-    assert ingest_paths(settings, project.id, [root]).imported == 26
-    c = login(owner)
-    pid = project.id
-    items = c.get(f"/api/projects/{pid}/items?limit=100").json()["data"]
-    by_name = {Path(i["filename"]).name: i["id"] for i in items}
-    for cls in SOURCES:
-        for k in range(3):
-            r = c.put(
-                f"/api/projects/{pid}/items/{by_name[f'{cls}_{k:02d}.png']}/label",
-                json={"kind": "class", "label": cls},
-            )
-            assert r.status_code == 200, r.text
-    r = c.post(f"/api/projects/{pid}/train", json={})
-    assert r.status_code == 202 and c.get(f"/api/jobs/{r.json()['id']}").json()["status"] == "done"
-    return {"c": c, "pid": pid, "by_name": by_name, "owner": owner}
+    return trained_texture_project(settings, make_user, make_project, login, tmp_path)
 
 
 def test_map_job_writes_the_cache_and_get_returns_every_item(

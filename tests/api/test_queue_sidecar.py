@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 from sqlalchemy import insert, update
-from tests.api.test_queues import SOURCES, _tiles
+from tests.api.test_queues import SOURCES
+from tests.api.texture_helpers import trained_texture_project
 
 from loupe.db.models import ModelVersion, Prediction
 
@@ -43,29 +44,9 @@ def _new_process() -> None:
 @pytest.fixture
 def trained(settings: Any, make_user: Any, make_project: Any, login: Any, tmp_path: Path) -> Any:
     """A trained classify project (26 real tiles, 'classic' features, inline jobs)."""
-    from loupe.services.items.ingest import ingest_paths
-
-    owner = make_user()
-    project = make_project(owner, settings_={"ensemble": ["classic"]})
-    root = tmp_path / "tiles"
-    _tiles(root)
-    assert ingest_paths(settings, project.id, [root]).imported == 26
-    c = login(owner)
-    pid = project.id
-    items = c.get(f"/api/projects/{pid}/items?limit=100").json()["data"]
-    by_name = {Path(i["filename"]).name: i["id"] for i in items}
-    for cls in SOURCES:
-        for k in range(3):
-            r = c.put(
-                f"/api/projects/{pid}/items/{by_name[f'{cls}_{k:02d}.png']}/label",
-                json={"kind": "class", "label": cls},
-            )
-            assert r.status_code == 200, r.text
-    r = c.post(f"/api/projects/{pid}/train", json={})
-    assert r.status_code == 202, r.text
-    job = c.get(f"/api/jobs/{r.json()['id']}").json()
-    assert job["status"] == "done", job
-    return {"client": c, "pid": pid, "vid": job["result"]["model_version_id"], "owner": owner}
+    p = trained_texture_project(settings, make_user, make_project, login, tmp_path)
+    vid = p["job"]["result"]["model_version_id"]
+    return {"client": p["c"], "pid": p["pid"], "vid": vid, "owner": p["owner"]}
 
 
 def _answers(c: Any, pid: int) -> list[list[tuple[int, float]]]:
