@@ -166,6 +166,7 @@ def train_unet(
     check: Callable[[], None] | None = None,
     validation: tuple[Sequence[np.ndarray], Sequence[np.ndarray]] | None = None,
     val_patches: int = 4,
+    after_epoch: Callable[[int, dict[str, Any], Callable[[], UNetState]], bool] | None = None,
 ) -> UNetState:
     """Train a UNet on (z, y, x) images and their finished masks (labels 0..n_classes-1).
 
@@ -176,7 +177,9 @@ def train_unet(
     ``validation`` (held-out images and masks): after every epoch the Dice per class
     on ``val_patches`` fixed patches of them (foreground-centred) goes into the
     epoch's history entry (``val_dice``) and the progress message, for a live curve;
-    the final whole-volume validation is the caller's.
+    the final whole-volume validation is the caller's. ``after_epoch(epoch, entry,
+    snapshot)`` runs after each epoch (``snapshot()`` gives the weights so far, e.g. to
+    validate on whole volumes); returning True ends the training there (early stop).
     """
     import torch
     from monai.losses import DiceCELoss
@@ -208,6 +211,13 @@ def train_unet(
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     sample = _patch_sampler(prepared_images, prepared_masks, patch, fg_fraction, seed)
     history: list[dict[str, Any]] = list(init.history) if init is not None else []
+
+    def snapshot() -> UNetState:
+        buffer = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
+        weights = buffer.getvalue()
+        return UNetState(n_classes, tuple(channels), num_res_units, weights, list(history), device)
+
     val_x = val_y = None
     if validation is not None and len(validation[0]):
         draw = _patch_sampler(
@@ -248,9 +258,9 @@ def train_unet(
         history.append(entry)
         if progress is not None:
             progress(epoch / epochs, message)
-    buffer = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
-    return UNetState(n_classes, tuple(channels), num_res_units, buffer.getvalue(), history, device)
+        if after_epoch is not None and after_epoch(epoch, entry, snapshot):
+            break
+    return snapshot()
 
 
 def _patch_dice(

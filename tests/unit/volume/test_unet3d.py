@@ -58,6 +58,35 @@ def test_unet_trains_and_predicts_the_image_shape(tmp_path: Path) -> None:
     )
 
 
+def test_validation_dice_per_epoch_and_an_early_stop() -> None:
+    image, mask = synthetic()
+    held_image, held_mask = synthetic(seed=1)
+    seen: list[tuple[int, dict[str, object], int]] = []
+
+    def after(epoch: int, entry: dict[str, object], snapshot: object) -> bool:
+        state = snapshot()  # type: ignore[operator]
+        seen.append((epoch, entry, len(state.history)))
+        return epoch == 2  # stop after the second of five epochs
+
+    state = train_unet(
+        [image],
+        [mask],
+        n_classes=3,
+        patch=32,
+        epochs=5,
+        iterations=2,
+        device="cpu",
+        validation=([held_image], [held_mask]),
+        after_epoch=after,
+        **TINY,
+    )
+    assert [e for e, _, _ in seen] == [1, 2] and len(state.history) == 2
+    assert [n for _, _, n in seen] == [1, 2]  # the snapshot holds the epochs so far
+    for entry in state.history:
+        dice = entry["val_dice"]
+        assert set(dice) <= {1, 2} and dice and all(0.0 <= d <= 1.0 for d in dice.values())
+
+
 def test_training_stops_when_the_check_raises() -> None:
     image, mask = synthetic()
 
