@@ -167,6 +167,7 @@ def train_unet(
     validation: tuple[Sequence[np.ndarray], Sequence[np.ndarray]] | None = None,
     val_patches: int = 4,
     after_epoch: Callable[[int, dict[str, Any], Callable[[], UNetState]], bool] | None = None,
+    augment: bool = True,
 ) -> UNetState:
     """Train a UNet on (z, y, x) images and their finished masks (labels 0..n_classes-1).
 
@@ -180,6 +181,9 @@ def train_unet(
     the final whole-volume validation is the caller's. ``after_epoch(epoch, entry,
     snapshot)`` runs after each epoch (``snapshot()`` gives the weights so far, e.g. to
     validate on whole volumes); returning True ends the training there (early stop).
+    ``augment``: each training patch is mirrored along each axis with probability 1/2
+    and its intensity scaled (x0.9-1.1) and shifted (+-0.1 SD), as nnU-Net does, so a
+    few corrected volumes are not learnt by heart.
     """
     import torch
     from monai.losses import DiceCELoss
@@ -210,6 +214,7 @@ def train_unet(
     scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=epochs, power=0.9)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     sample = _patch_sampler(prepared_images, prepared_masks, patch, fg_fraction, seed)
+    augment_rng = np.random.default_rng(seed + 2)
     history: list[dict[str, Any]] = list(init.history) if init is not None else []
 
     def snapshot() -> UNetState:
@@ -237,6 +242,8 @@ def train_unet(
             if check is not None:
                 check()
             pairs = [sample() for _ in range(batch_size)]
+            if augment:
+                pairs = [_augmented(p, augment_rng) for p in pairs]
             x = torch.from_numpy(np.stack([p[0] for p in pairs])[:, None]).to(device)
             y = torch.from_numpy(np.stack([p[1] for p in pairs])[:, None]).to(device)
             optimizer.zero_grad(set_to_none=True)
@@ -261,6 +268,19 @@ def train_unet(
         if after_epoch is not None and after_epoch(epoch, entry, snapshot):
             break
     return snapshot()
+
+
+def _augmented(
+    pair: tuple[np.ndarray, np.ndarray], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """A training patch mirrored along random axes, its intensity scaled and shifted."""
+    image, mask = pair
+    axes = tuple(a for a in range(3) if rng.random() < 0.5)
+    if axes:
+        image, mask = np.flip(image, axes), np.flip(mask, axes)
+    scale, shift = rng.uniform(0.9, 1.1), rng.uniform(-0.1, 0.1)
+    out = (image * np.float32(scale) + np.float32(shift)).astype(np.float32, copy=False)
+    return np.ascontiguousarray(out), np.ascontiguousarray(mask)
 
 
 def _patch_dice(
