@@ -1019,6 +1019,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/projects/{project_id}/segment/items/{item_id}/preview.jpg": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Preview
+         * @description The image as a JPEG at most ``max_size`` px on its long side (the editor's base
+         *     layer for big or non-browser images; coordinates stay in full-resolution pixels).
+         */
+        get: operations["get_preview_api_projects__project_id__segment_items__item_id__preview_jpg_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/projects/{project_id}/segment/items/{item_id}/heatmap.png": {
         parameters: {
             query?: never;
@@ -5993,6 +6014,47 @@ export interface operations {
     get_mask_api_projects__project_id__segment_items__item_id__mask_png_get: {
         parameters: {
             query?: never;
+            header?: never;
+            path: {
+                item_id: number;
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    get_preview_api_projects__project_id__segment_items__item_id__preview_jpg_get: {
+        parameters: {
+            query?: {
+                max_size?: number;
+            };
             header?: never;
             path: {
                 item_id: number;
