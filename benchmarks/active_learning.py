@@ -627,8 +627,7 @@ def first_request_after_version(settings: Any, pid: int, service: Any, repeats: 
     from loupe.tasks.types import PredictionRow
 
     def forget() -> None:  # a process that has not seen this version yet
-        with queue_arrays._OUTPUTS_LOCK:
-            queue_arrays._OUTPUTS.clear()
+        queue_arrays._OUTPUTS.clear()
 
     def arrays_ms(with_file: bool) -> float:
         def once() -> Any:

@@ -35,10 +35,9 @@ def _new_process() -> None:
     """Forget everything this process kept about queues (as a fresh web process)."""
     from loupe.services.queues import arrays
 
-    with arrays._OUTPUTS_LOCK:
-        arrays._OUTPUTS.clear()
-        arrays._IDS.clear()
-        arrays._STORES.clear()
+    arrays._OUTPUTS.clear()
+    arrays._IDS.clear()
+    arrays._STORES.clear()
 
 
 @pytest.fixture

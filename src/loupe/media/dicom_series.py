@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import threading
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from loupe.kept import Kept
 from loupe.media._core import DEFAULT_MAX_PIXELS, MediaError, MediaInfo, PathLike
 from loupe.media.dicom import (
     DicomHeader,
@@ -37,9 +36,7 @@ class SortedSeries:
 # Parsing the headers of a 189-slice series takes ~1 s, and a request reads a series'
 # grid and its voxels one after the other: the last few sorted series are kept, keyed
 # by every file's path, size and modification time (a changed file is read again).
-_SORTED: OrderedDict[tuple[Any, ...], SortedSeries] = OrderedDict()
-_SORTED_MAX = 4
-_SORTED_LOCK = threading.Lock()
+_SORTED: Kept[SortedSeries] = Kept(4)
 
 
 def sort_series(paths: Iterable[PathLike], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> SortedSeries:
@@ -48,22 +45,10 @@ def sort_series(paths: Iterable[PathLike], *, max_pixels: int = DEFAULT_MAX_PIXE
     """
     names = sorted(map(str, paths))
     try:
-        key: tuple[Any, ...] | None = (max_pixels, *((n, *_stamp(n)) for n in names))
+        key = (max_pixels, *((n, *_stamp(n)) for n in names))
     except OSError:
-        key = None  # a missing file: read_header says which
-    if key is not None:
-        with _SORTED_LOCK:
-            found = _SORTED.get(key)
-            if found is not None:
-                _SORTED.move_to_end(key)
-                return found
-    series = _sort_series(names, max_pixels)
-    if key is not None:
-        with _SORTED_LOCK:
-            _SORTED[key] = series
-            while len(_SORTED) > _SORTED_MAX:
-                _SORTED.popitem(last=False)
-    return series
+        return _sort_series(names, max_pixels)  # a missing file: read_header says which
+    return _SORTED.get(key, lambda: _sort_series(names, max_pixels))
 
 
 def _stamp(path: str) -> tuple[int, int]:

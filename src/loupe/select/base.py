@@ -13,12 +13,9 @@ Every array of a request is indexed by row: row ``r`` is item ``ids[r]``.
 from __future__ import annotations
 
 import hashlib
-import threading
 from abc import ABC, abstractmethod
-from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -208,31 +205,3 @@ def feature_fingerprint(ids: NDArray[np.int64], features: FloatArray) -> bytes:
         sample = np.unique(np.linspace(0, len(features) - 1, num=16).astype(np.intp))
         h.update(np.ascontiguousarray(np.asarray(features[sample], dtype=np.float32)).tobytes())
     return h.digest()
-
-
-T = TypeVar("T")
-
-
-class FeatureCache(Generic[T]):
-    """Results that depend on the features alone, kept per process for the newest
-    ``size`` keys (a queue asked again and again over the same rows computes them
-    once); thread-safe. Keys hold the matrix's :func:`feature_fingerprint`."""
-
-    def __init__(self, size: int = 4) -> None:
-        self.size = size
-        self._kept: OrderedDict[tuple[object, ...], T] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[object, ...], compute: Callable[[], T]) -> T:
-        """The result kept under ``key``, else ``compute()`` (run outside the lock), kept."""
-        with self._lock:
-            found = self._kept.get(key)
-            if found is not None:
-                self._kept.move_to_end(key)
-                return found
-        result = compute()
-        with self._lock:
-            self._kept[key] = result
-            while len(self._kept) > self.size:
-                self._kept.popitem(last=False)
-        return result

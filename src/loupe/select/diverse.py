@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from loupe.kept import Kept
 from loupe.select.base import (
     BoolArray,
-    FeatureCache,
     FloatArray,
     Ranked,
     SelectionRequest,
@@ -183,7 +183,7 @@ def _dist_to_row(
     return np.maximum(d, 0.0)
 
 
-_PROJECTIONS: FeatureCache[NDArray[np.float32]] = FeatureCache()
+_PROJECTIONS: Kept[NDArray[np.float32]] = Kept()
 PROJECTION_DIMS = 64
 
 

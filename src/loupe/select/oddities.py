@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from loupe.kept import Kept
 from loupe.select.base import (
-    FeatureCache,
     FloatArray,
     Ranked,
     SelectionRequest,
@@ -81,7 +81,7 @@ def outlier_scores(
 
 # The scores depend on the features alone (not on labels or the model): for a
 # queue asked again and again over the same 100,000 rows they are computed once.
-_SCORES: FeatureCache[NDArray[np.float64]] = FeatureCache()
+_SCORES: Kept[NDArray[np.float64]] = Kept()
 
 
 def _cached_scores(

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -28,6 +28,11 @@ MODEL = "model"
 MODEL_ACCEPTED = "model_accepted"  # a person accepted a model's draft
 PERSON_ORIGINS = (HUMAN, MODEL_ACCEPTED)  # a person's decision: protected, trains models
 NONE_KIND = "none"  # a cleared label keeps its row so versions keep counting up
+
+
+def person_labelled() -> ColumnElement[bool]:
+    """SQL condition: the annotation holds a person's label (set or accepted, not cleared)."""
+    return and_(Annotation.kind != NONE_KIND, Annotation.origin.in_(PERSON_ORIGINS))
 
 
 def snapshot(ann: Annotation | None) -> dict[str, Any] | None:

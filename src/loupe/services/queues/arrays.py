@@ -7,10 +7,7 @@ ensemble member with stored vectors) as a memory map.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -19,7 +16,8 @@ from sqlalchemy.orm import Session
 
 from loupe.db.models import Annotation, Item, ModelVersion, Project
 from loupe.features.store import FeatureStore, open_existing
-from loupe.services.labels.core import NONE_KIND, PERSON_ORIGINS
+from loupe.kept import Kept
+from loupe.services.labels.core import person_labelled
 from loupe.settings import Settings
 from loupe.tasks import kind_of
 from loupe.tasks.base import LabelValue
@@ -72,23 +70,12 @@ def feature_store(
 
 # Open stores are kept (a store re-reads its index when another process changed
 # it): opening one indexes its 100,000 ids, on every queue request otherwise.
-_STORES: OrderedDict[tuple[str, int, str], FeatureStore] = OrderedDict()
+_STORES: Kept[FeatureStore | None] = Kept(8)
 
 
 def _open_store(settings: Settings, project_id: int, backbone: str) -> FeatureStore | None:
     key = (str(settings.features_dir), project_id, backbone)
-    with _OUTPUTS_LOCK:
-        store = _STORES.get(key)
-        if store is not None:
-            _STORES.move_to_end(key)
-            return store
-    store = open_existing(settings.features_dir, project_id, backbone)
-    if store is not None:
-        with _OUTPUTS_LOCK:
-            _STORES[key] = store
-            while len(_STORES) > 8:
-                _STORES.popitem(last=False)
-    return store
+    return _STORES.get(key, lambda: open_existing(settings.features_dir, project_id, backbone))
 
 
 # Decoding 100,000 JSON outputs takes seconds; a version's predictions only grow
@@ -96,9 +83,7 @@ def _open_store(settings: Settings, project_id: int, backbone: str) -> FeatureSt
 # prediction count, newest prediction id) and rebuilt only when that changes. A
 # process that has not kept them reads the version's sidecar file (written by the
 # job that stored the predictions, or by the first process that decoded them).
-_OUTPUTS: OrderedDict[tuple[Any, ...], VersionOutput] = OrderedDict()
-_OUTPUTS_MAX = 4
-_OUTPUTS_LOCK = threading.Lock()
+_OUTPUTS: Kept[VersionOutput] = Kept(4)
 
 
 def _version_output(
@@ -108,23 +93,16 @@ def _version_output(
     are given and the file is current), else the decoded rows."""
     vkey = version_key(db, version)
     key = (str(db.get_bind().engine.url), version.id, version.created_at, vkey.count, vkey.newest)
-    with _OUTPUTS_LOCK:
-        found = _OUTPUTS.get(key)
-        if found is not None:
-            _OUTPUTS.move_to_end(key)
-            return found
-    if settings is not None:
-        out = load_or_decode(db, settings, version, vkey)
-    else:
-        out = decode(output_rows(db, version)[0])
-    with _OUTPUTS_LOCK:
-        _OUTPUTS[key] = out
-        while len(_OUTPUTS) > _OUTPUTS_MAX:
-            _OUTPUTS.popitem(last=False)
-    return out
+
+    def compute() -> VersionOutput:
+        if settings is not None:
+            return load_or_decode(db, settings, version, vkey)
+        return decode(output_rows(db, version)[0])
+
+    return _OUTPUTS.get(key, compute)
 
 
-_IDS: OrderedDict[tuple[Any, ...], NDArray[np.int64]] = OrderedDict()
+_IDS: Kept[NDArray[np.int64]] = Kept(8)
 
 
 def _item_ids(db: Session, project_id: int) -> NDArray[np.int64]:
@@ -135,18 +113,12 @@ def _item_ids(db: Session, project_id: int) -> NDArray[np.int64]:
         select(func.count(Item.id), func.max(Item.id), func.sum(Item.id)).where(*live)
     ).one()
     key = (str(db.get_bind().engine.url), project_id, int(count), largest, total)
-    with _OUTPUTS_LOCK:
-        found = _IDS.get(key)
-        if found is not None:
-            _IDS.move_to_end(key)
-            return found
-    cursor = db.execute(select(Item.id).where(*live).order_by(Item.id))
-    ids = np.fromiter((row[0] for row in cursor), dtype=np.int64)
-    with _OUTPUTS_LOCK:
-        _IDS[key] = ids
-        while len(_IDS) > 8:
-            _IDS.popitem(last=False)
-    return ids
+
+    def compute() -> NDArray[np.int64]:
+        cursor = db.execute(select(Item.id).where(*live).order_by(Item.id))
+        return np.fromiter((row[0] for row in cursor), dtype=np.int64)
+
+    return _IDS.get(key, compute)
 
 
 def load_arrays(db: Session, project: Project, settings: Settings | None = None) -> ProjectArrays:
@@ -197,8 +169,7 @@ def load_arrays(db: Session, project: Project, settings: Settings | None = None)
             Annotation.data,
         ).where(
             Annotation.project_id == project.id,
-            Annotation.kind != NONE_KIND,
-            Annotation.origin.in_(PERSON_ORIGINS),
+            person_labelled(),
         )
     ):
         r = int(np.searchsorted(ids, item_id))

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from loupe.db.models import Annotation, ItemLease, Project
 from loupe.db.types import utcnow
-from loupe.services.labels.core import NONE_KIND, PERSON_ORIGINS
+from loupe.services.labels.core import person_labelled
 
 DEFAULT_LEASE_MINUTES = 10.0
 MAX_LEASE_MINUTES = 24 * 60.0
@@ -117,8 +117,7 @@ def labelled_among(db: Session, project_id: int, item_ids: Iterable[int]) -> set
             select(Annotation.item_id).where(
                 Annotation.project_id == project_id,
                 Annotation.item_id.in_(ids),
-                Annotation.kind != NONE_KIND,
-                Annotation.origin.in_(PERSON_ORIGINS),
+                person_labelled(),
             )
         )
     )

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from loupe.db.models import Item, Project
 from loupe.errors import ErrorCode, LoupeError
+from loupe.kept import Kept
 from loupe.select.knn import COMBINE, cosine_knn, row_norms
 from loupe.services.queues.arrays import feature_store
 from loupe.settings import Settings
@@ -32,24 +31,13 @@ class SimilarResult:
 
 # Row norms per feature matrix (a pass over 500 MB at 100,000 x 1280): kept while
 # the store's rows are the same (same folder, same stored ids).
-_NORMS: OrderedDict[tuple[str, int, int, bytes], np.ndarray] = OrderedDict()
-_NORMS_LOCK = threading.Lock()
+_NORMS: Kept[np.ndarray] = Kept(4)
 
 
 def _norms(directory: Path, stored_ids: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     ids = np.ascontiguousarray(stored_ids, dtype=np.int64)
     key = (str(directory), len(ids), int(ids.sum()), hashlib.blake2b(ids.tobytes()).digest())
-    with _NORMS_LOCK:
-        found = _NORMS.get(key)
-        if found is not None:
-            _NORMS.move_to_end(key)
-            return found
-    norms = row_norms(matrix)
-    with _NORMS_LOCK:
-        _NORMS[key] = norms
-        while len(_NORMS) > 4:
-            _NORMS.popitem(last=False)
-    return norms
+    return _NORMS.get(key, lambda: row_norms(matrix))
 
 
 def similar(

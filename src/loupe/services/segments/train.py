@@ -32,7 +32,7 @@ from loupe.jobs.context import JobContext
 from loupe.jobs.core import submit
 from loupe.jobs.registry import register_job_kind
 from loupe.learn.pixel_epochs import EpochTrainer, FittedPixelHead
-from loupe.services.labels.core import NONE_KIND, PERSON_ORIGINS
+from loupe.services.labels.core import person_labelled
 from loupe.services.segments import files, pixels
 from loupe.services.training.versions import make_active
 from loupe.settings import Settings
@@ -67,8 +67,7 @@ def _labelled(db: Any, project_id: int) -> list[_Labelled]:
         .join(Annotation, Annotation.item_id == Item.id)
         .where(
             Annotation.project_id == project_id,
-            Annotation.kind != NONE_KIND,
-            Annotation.origin.in_(PERSON_ORIGINS),
+            person_labelled(),
             Item.status != "error",
         )
         .order_by(Item.id)
