@@ -42,6 +42,7 @@ def load_plugins() -> None:
         import loupe.services.segments.exports
         import loupe.services.segments.train
         import loupe.services.training.chunks
+        import loupe.services.training.predict
         import loupe.services.training.train
         import loupe.services.volumes.export
         import loupe.services.volumes.jobs

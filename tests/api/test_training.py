@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from loupe.db.models import AnnotationEvent, Item, ModelVersion, Prediction, Project
 
@@ -237,7 +237,7 @@ def test_score_project_drafts_are_snapped_to_the_step(trained_setup: Any, settin
 
 
 def test_finetune_mode_compares_with_the_frozen_version_on_the_same_folds(
-    trained_setup: Any,
+    trained_setup: Any, settings: Any
 ) -> None:
     _, project, c, truth, _ = trained_setup(members=["mobilenet_v2", "classic"], finetune_epochs=1)
     _label(c, project.id, truth, per_class=3)
@@ -256,9 +256,37 @@ def test_finetune_mode_compares_with_the_frozen_version_on_the_same_folds(
     assert all(i["draft"]["label"] in SOURCES for i in items)
     pred = c.get(f"/api/projects/{project.id}/items/{items[0]['id']}/predictions").json()
     assert "mobilenet_v2-finetuned" in pred["data"][0]["members"]
+    _redrafts_match(settings, c, project.id, v["id"], items[::3])
 
 
-def test_the_project_setting_chooses_the_head(trained_setup: Any, login: Any) -> None:
+def _redrafts_match(settings: Any, c: Any, pid: int, vid: int, items: list[dict[str, Any]]) -> None:
+    """Forget the drafts of ``items``; the stored version's ``predict`` job writes them
+    again as the training did (heads, calibration, fine-tuned weights, novelty)."""
+    from loupe.db.session import session_scope
+
+    ids = [i["id"] for i in items]
+    before = {i["id"]: i["draft"] for i in items}
+    with session_scope(settings.db_url) as db:
+        db.execute(
+            delete(Prediction).where(
+                Prediction.model_version_id == vid, Prediction.item_id.in_(ids)
+            )
+        )
+    r = c.post(f"/api/projects/{pid}/predict", json={})
+    assert r.status_code == 202, r.text
+    job = c.get(f"/api/jobs/{r.json()['id']}").json()
+    assert job["status"] == "done" and job["result"]["drafted"] == len(ids), job
+    for item_id in ids:
+        after = c.get(f"/api/projects/{pid}/items/{item_id}").json()["draft"]
+        assert after["model_version_id"] == vid
+        assert after["label"] == before[item_id]["label"]
+        assert after["flagged"] == before[item_id]["flagged"]
+        assert after["confidence"] == pytest.approx(before[item_id]["confidence"], abs=1e-3)
+
+
+def test_the_project_setting_chooses_the_head(
+    trained_setup: Any, login: Any, settings: Any
+) -> None:
     _, project, c, truth, _ = trained_setup(class_head="mlp", review_budget=0.25)
     bad = c.patch(f"/api/projects/{project.id}", json={"settings": {"class_head": "forest"}})
     assert bad.status_code == 422 and "mlp" in bad.text and "softmax" in bad.text
@@ -272,6 +300,9 @@ def test_the_project_setting_chooses_the_head(trained_setup: Any, login: Any) ->
     items = c.get(f"/api/projects/{project.id}/items?limit=100").json()["data"]
     flagged = sum(1 for i in items if i["draft"]["flagged"])
     assert flagged <= int(0.25 * len(items))  # the review budget caps the flags
+    _redrafts_match(
+        settings, c, project.id, version["id"], [i for i in items if not i["draft"]["flagged"]]
+    )
 
 
 def test_novel_drafts_are_never_accepted_in_bulk(trained_setup: Any, db: Any) -> None:

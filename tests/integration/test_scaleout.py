@@ -257,7 +257,7 @@ def test_two_web_servers_and_two_workers_share_everything(
     assert r.status_code == 201, r.text
 
     # Ingest: a server-side import job (run by a worker) through A, uploads through B.
-    pngs = _pngs(16)
+    pngs = _pngs(28)
     folder = tmp_path / "incoming"
     folder.mkdir()
     for name, body in pngs[:8]:
@@ -265,7 +265,7 @@ def test_two_web_servers_and_two_workers_share_everything(
     r = alice_a.post(f"/api/projects/{pid}/imports", json={"paths": [str(folder)]})
     assert r.status_code == 202, r.text
     wait_job(alice_b, r.json()["job_id"], dep.logs)  # followed on the other server
-    files = [("files", (n, b, "image/png")) for n, b in pngs[8:]]
+    files = [("files", (n, b, "image/png")) for n, b in pngs[8:16]]
     r = bob_b.post(f"/api/projects/{pid}/uploads", files=files)
     assert r.status_code in (200, 201), r.text
     items = alice_a.get(f"/api/projects/{pid}/items", params={"limit": 100}).json()
@@ -311,6 +311,31 @@ def test_two_web_servers_and_two_workers_share_everything(
     for client in (alice_a, bob_b):
         listed = client.get(f"/api/projects/{pid}/items", params={"limit": 100}).json()["data"]
         assert sum(1 for it in listed if it.get("draft")) == 16
+
+    # New items are drafted by the stored version, without a retraining: a ``predict``
+    # job in chunks that both workers take (asked for on B by a reviewer, drafting off so
+    # that the workers' own sweep does not start it first) ...
+    r = alice_b.patch(f"/api/projects/{pid}", json={"settings": {"draft_new_items": False}})
+    assert r.status_code == 200, r.text
+    files = [("files", (n, b, "image/png")) for n, b in pngs[16:24]]
+    assert bob_a.post(f"/api/projects/{pid}/uploads", files=files).status_code in (200, 201)
+    r = alice_b.post(f"/api/projects/{pid}/predict", json={"chunk_size": 2})
+    assert r.status_code == 202, r.text
+    job = wait_job(alice_a, r.json()["id"], dep.logs)
+    assert job["result"]["drafted"] == 8 and job["result"]["chunks"] == 4, job
+    # ... and, with drafting on (the default), by the workers' sweep within seconds.
+    r = alice_b.patch(f"/api/projects/{pid}", json={"settings": {"draft_new_items": True}})
+    assert r.status_code == 200, r.text
+    files = [("files", (n, b, "image/png")) for n, b in pngs[24:28]]
+    assert bob_b.post(f"/api/projects/{pid}/uploads", files=files).status_code in (200, 201)
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while True:
+        listed = alice_a.get(f"/api/projects/{pid}/items", params={"limit": 100}).json()["data"]
+        if len(listed) == 28 and all(it.get("draft") for it in listed):
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"new items not drafted: {listed}\n{dep.logs()}")
+        time.sleep(0.5)
 
     # Export: queued on B, run by a worker, downloaded from A.
     r = bob_b.post(f"/api/projects/{pid}/exports", json={"format": "zip"})

@@ -157,6 +157,9 @@ class Novelty:
     margin: float = DEFAULT_MARGIN
     centred: bool = True
     notes: list[str] = field(default_factory=list)
+    # name -> the centre the distances were taken about (None: not centred); with the
+    # thresholds and the labelled rows, what scores new items later (:func:`novelty_against`)
+    centres: dict[str, NDArray[np.float32] | None] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
         """JSON summary stored with the metrics."""
@@ -190,28 +193,78 @@ def novelty_scores(
     """
     if not member_features:
         raise ValueError("member_features is empty: need at least one member")
-    member_novelty: dict[str, NDArray[np.float32]] = {}
     thresholds: dict[str, float | None] = {}
-    notes: list[str] = []
-    n_all = None
+    centres: dict[str, NDArray[np.float32] | None] = {}
+    references: dict[str, NDArray[np.floating]] = {}
+    queries: dict[str, NDArray[np.floating]] = {}
     for name, (labelled, every) in member_features.items():
         x_all = np.asarray(every)
-        n_all = len(x_all)
-        centre = x_all.mean(axis=0, dtype=np.float64) if centred and n_all else None
-        threshold = novelty_threshold(
-            labelled, k=k, quantile=quantile, margin=margin, centre=centre
+        centres[name] = (
+            x_all.mean(axis=0, dtype=np.float64).astype(np.float32)
+            if centred and len(x_all)
+            else None
         )
-        thresholds[name] = threshold
+        thresholds[name] = novelty_threshold(
+            labelled, k=k, quantile=quantile, margin=margin, centre=centres[name]
+        )
+        references[name], queries[name] = labelled, x_all
+    return novelty_against(
+        queries,
+        references,
+        thresholds=thresholds,
+        centres=centres,
+        k=k,
+        quantile=quantile,
+        margin=margin,
+    )
+
+
+def novelty_against(
+    queries: Mapping[str, NDArray[np.floating]],
+    references: Mapping[str, NDArray[np.floating]],
+    *,
+    thresholds: Mapping[str, float | None],
+    centres: Mapping[str, NDArray[np.floating] | None],
+    k: int = DEFAULT_K,
+    quantile: float = DEFAULT_QUANTILE,
+    margin: float = DEFAULT_MARGIN,
+) -> Novelty:
+    """Novelty of ``queries`` (``{member: (N, dim)}``) with thresholds and centres
+    already fixed: the training's (:func:`novelty_scores`), or a stored version's
+    when it drafts items added after it was trained (``references`` are the rows of
+    the items it was trained on). A member with threshold ``None`` scores 0 and,
+    as in training, then nothing is novel.
+    """
+    if not queries:
+        raise ValueError("queries is empty: need at least one member")
+    member_novelty: dict[str, NDArray[np.float32]] = {}
+    notes: list[str] = []
+    n_all = None
+    for name, x_all in queries.items():
+        n_all = len(x_all)
+        threshold = thresholds.get(name)
         if threshold is None:
-            member_novelty[name] = np.zeros(len(x_all), dtype=np.float32)
+            member_novelty[name] = np.zeros(n_all, dtype=np.float32)
             continue
-        distance = knn_distance(x_all, labelled, k=k, centre=centre)
+        distance = knn_distance(x_all, references[name], k=k, centre=centres.get(name))
         member_novelty[name] = (distance / np.float32(threshold)).astype(np.float32)
-    if any(t is None for t in thresholds.values()):
+    if any(thresholds.get(name) is None for name in queries):
         notes.append("novelty off: it needs at least two labelled items")
     stacked = np.stack(list(member_novelty.values()))
     combined = stacked.mean(axis=0).astype(np.float32)
     novel = combined > 1.0
     if n_all is not None and notes:
         novel = np.zeros(n_all, dtype=bool)
-    return Novelty(combined, novel, member_novelty, thresholds, k, quantile, margin, centred, notes)
+    centred = all(c is not None for c in centres.values())
+    return Novelty(
+        combined,
+        novel,
+        member_novelty,
+        dict(thresholds),
+        k,
+        quantile,
+        margin,
+        centred,
+        notes,
+        {n: None if c is None else np.asarray(c, dtype=np.float32) for n, c in centres.items()},
+    )

@@ -54,10 +54,18 @@ from loupe.learn.members import (
     triage_summary,
 )
 from loupe.learn.metrics import classification_metrics
-from loupe.learn.train_scores import ScoreEnsembleResult, ScorePredictions, train_score_ensemble
+from loupe.learn.novelty import Novelty
+from loupe.learn.train_scores import (
+    ScoreEnsembleResult,
+    ScorePredictions,
+    score_drafts,
+    train_score_ensemble,
+)
 
 __all__ = [
     "ClassPredictions",
+    "class_drafts",
+    "score_drafts",
     "ClassifierEnsembleResult",
     "FeaturePair",
     "ScoreEnsembleResult",
@@ -104,6 +112,7 @@ class ClassifierEnsembleResult:
     predictions: ClassPredictions
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
     triage: dict[str, Any] = field(default_factory=dict)  # triage_summary()
+    novelty: Novelty | None = None  # thresholds and centres: drafts new items later
 
     def metrics_json(self) -> dict[str, Any]:
         """Plain JSON: metrics (with 95% intervals), temperatures, conformal threshold,
@@ -234,38 +243,15 @@ def train_classifier_ensemble(
                 conformal_oof_mean_set_size=float(sets.sum(axis=1).mean()),
             )
 
-    probs = temper_probs(combine_members(list(member_probs.values())), ensemble_temperature)
-    sets_all = prediction_sets(probs, qhat) if qhat is not None else None
-    novel = None if found is None else found.novel
-    flagged, reasons = triage_classes(
-        list(member_probs.values()),
-        probs,
+    predictions, flagged_before = class_drafts(
+        member_probs,
+        ensemble_temperature=ensemble_temperature,
+        qhat=qhat,
         threshold=threshold,
-        conformal_sets=sets_all,
-        novel=novel,
-    )
-    flagged_before = int(flagged.sum())
-    top = confidence(probs)
-    flagged, reasons = apply_review_budget(
-        flagged,
-        reasons,
-        uncertainty=1.0 - top,  # least confident first, as the benchmark's baseline
+        novelty=found,
         max_flag_fraction=max_flag_fraction,
-        novelty=None if found is None else found.novelty,
     )
-    n_all = len(probs)
-    predictions = ClassPredictions(
-        probs=probs,
-        member_probs=member_probs,
-        label=probs.argmax(axis=1),
-        confidence=top,
-        uncertainty=uncertainty(probs),
-        flagged=flagged,
-        reason=reasons,
-        prediction_sets=sets_all,
-        novel=np.zeros(n_all, dtype=bool) if novel is None else novel,
-        novelty=np.zeros(n_all, dtype=np.float32) if found is None else found.novelty,
-    )
+    n_all = len(predictions.probs)
     timings["ensemble"] = time.perf_counter() - start
     return ClassifierEnsembleResult(
         class_names=names,
@@ -282,4 +268,56 @@ def train_classifier_ensemble(
         predictions=predictions,
         timings=timings,
         triage=triage_summary(found, max_flag_fraction, flagged_before, n_all),
+        novelty=found,
     )
+
+
+def class_drafts(
+    member_probs: Mapping[str, NDArray[np.float32]],
+    *,
+    ensemble_temperature: float,
+    qhat: float | None,
+    threshold: float,
+    novelty: Novelty | None,
+    max_flag_fraction: float | None,
+) -> tuple[ClassPredictions, int]:
+    """The ensemble's drafts from its members' calibrated probabilities: combined and
+    tempered, conformal sets, triage, the review budget. One code path for a training
+    (every item) and a stored version drafting items added later (a chunk of them: the
+    budget then caps each chunk's share, so the whole stays within it).
+
+    Returns the predictions and how many items were flagged before the budget.
+    """
+    probs = temper_probs(combine_members(list(member_probs.values())), ensemble_temperature)
+    sets_all = prediction_sets(probs, qhat) if qhat is not None else None
+    novel = None if novelty is None else novelty.novel
+    flagged, reasons = triage_classes(
+        list(member_probs.values()),
+        probs,
+        threshold=threshold,
+        conformal_sets=sets_all,
+        novel=novel,
+    )
+    flagged_before = int(flagged.sum())
+    top = confidence(probs)
+    flagged, reasons = apply_review_budget(
+        flagged,
+        reasons,
+        uncertainty=1.0 - top,  # least confident first, as the benchmark's baseline
+        max_flag_fraction=max_flag_fraction,
+        novelty=None if novelty is None else novelty.novelty,
+    )
+    n_all = len(probs)
+    predictions = ClassPredictions(
+        probs=probs,
+        member_probs=dict(member_probs),
+        label=probs.argmax(axis=1),
+        confidence=top,
+        uncertainty=uncertainty(probs),
+        flagged=flagged,
+        reason=reasons,
+        prediction_sets=sets_all,
+        novel=np.zeros(n_all, dtype=bool) if novel is None else novel,
+        novelty=np.zeros(n_all, dtype=np.float32) if novelty is None else novelty.novelty,
+    )
+    return predictions, flagged_before

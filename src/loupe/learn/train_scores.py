@@ -36,6 +36,7 @@ from loupe.learn.members import (
     triage_summary,
 )
 from loupe.learn.metrics import MetricSpec, score_metrics
+from loupe.learn.novelty import Novelty
 from loupe.learn.regress import ScoreHead, snap
 
 
@@ -73,6 +74,7 @@ class ScoreEnsembleResult:
     timings: dict[str, float] = field(default_factory=dict)
     triage: dict[str, Any] = field(default_factory=dict)  # triage_summary()
     conformal: dict[str, Any] | None = None  # {alpha, radius: {metric: q}}; None: too few
+    novelty: Novelty | None = None  # thresholds and centres: drafts new items later
 
     def metrics_json(self) -> dict[str, Any]:
         """Plain JSON: per-member and ensemble OOF metrics (with 95% intervals), fold plan,
@@ -168,9 +170,55 @@ def train_score_ensemble(
             "cv": plan.describe(),
         }
         radius = conformal_radius(combine_members(oof_raw), truth, alpha=alpha)
+    predictions, flagged_before = score_drafts(
+        member_raw,
+        specs,
+        radius=radius,
+        novelty=found,
+        max_interval_steps=max_interval_steps,
+        max_flag_fraction=max_flag_fraction,
+    )
+    n_all = len(predictions.raw)
+    timings["ensemble"] = time.perf_counter() - start
+    return ScoreEnsembleResult(
+        metrics=specs,
+        member_names=list(members),
+        heads=heads,
+        cv=plan.describe(),
+        member_metrics=member_metrics,
+        ensemble_metrics=ensemble_metrics,
+        predictions=predictions,
+        timings=timings,
+        triage=triage_summary(found, max_flag_fraction, flagged_before, n_all),
+        novelty=found,
+        conformal=None
+        if radius is None
+        else {
+            "alpha": alpha,
+            "max_interval_steps": max_interval_steps,
+            "radius": {str(m["name"]): float(q) for m, q in zip(specs, radius, strict=True)},
+        },
+    )
+
+
+def score_drafts(
+    member_raw: Mapping[str, NDArray[np.float32]],
+    specs: Sequence[MetricSpec],
+    *,
+    radius: NDArray[np.floating] | None,
+    novelty: Novelty | None,
+    max_interval_steps: float,
+    max_flag_fraction: float | None,
+) -> tuple[ScorePredictions, int]:
+    """The ensemble's score drafts from its members' raw predictions: combined and
+    snapped, conformal intervals (``radius`` per metric, None: off), triage, the review
+    budget. Shared by a training and a stored version drafting items added later.
+
+    Returns the predictions and how many items were flagged before the budget.
+    """
     raw = combine_members(list(member_raw.values()))
     member_values = {name: snap(values, specs) for name, values in member_raw.items()}
-    novel = None if found is None else found.novel
+    novel = None if novelty is None else novelty.novel
     spread = score_spread(list(member_values.values()), specs)
     lo = hi = None
     interval_widths = None
@@ -194,7 +242,7 @@ def train_score_ensemble(
         reasons,
         uncertainty=widest,
         max_flag_fraction=max_flag_fraction,
-        novelty=None if found is None else found.novelty,
+        novelty=None if novelty is None else novelty.novelty,
     )
     predictions = ScorePredictions(
         values=snap(raw, specs),
@@ -205,26 +253,8 @@ def train_score_ensemble(
         flagged=flagged,
         reason=reasons,
         novel=np.zeros(n_all, dtype=bool) if novel is None else novel,
-        novelty=np.zeros(n_all, dtype=np.float32) if found is None else found.novelty,
+        novelty=np.zeros(n_all, dtype=np.float32) if novelty is None else novelty.novelty,
         interval_lo=lo,
         interval_hi=hi,
     )
-    timings["ensemble"] = time.perf_counter() - start
-    return ScoreEnsembleResult(
-        metrics=specs,
-        member_names=list(members),
-        heads=heads,
-        cv=plan.describe(),
-        member_metrics=member_metrics,
-        ensemble_metrics=ensemble_metrics,
-        predictions=predictions,
-        timings=timings,
-        triage=triage_summary(found, max_flag_fraction, flagged_before, n_all),
-        conformal=None
-        if radius is None
-        else {
-            "alpha": alpha,
-            "max_interval_steps": max_interval_steps,
-            "radius": {str(m["name"]): float(q) for m, q in zip(specs, radius, strict=True)},
-        },
-    )
+    return predictions, flagged_before

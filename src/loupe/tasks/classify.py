@@ -36,9 +36,17 @@ from loupe.tasks.base import (
     check_color,
     unique,
 )
-from loupe.tasks.embedding import EmbeddingTaskKind, FeatureMap, review_budget
+from loupe.tasks.embedding import (
+    EmbeddingTaskKind,
+    FeatureMap,
+    SavedVersion,
+    novelty_state,
+    review_budget,
+    saved_novelty,
+)
 
 if TYPE_CHECKING:
+    from loupe.learn.train import ClassPredictions
     from loupe.settings import Settings
 
 RESERVED_HOTKEYS = frozenset({"0", "x", "z"})  # unsure, skip, undo in the grid
@@ -151,6 +159,44 @@ class ClassifyKind(EmbeddingTaskKind):
             report(0.8, "fine-tuning")
             _add_finetune(settings, data, outcome, ids, labelled, names, members[0], report)
         return outcome
+
+    def draft_items(
+        self,
+        settings: Settings,
+        saved: SavedVersion,
+        ids: list[int],
+        member_x: Mapping[str, np.ndarray],
+        reference: Mapping[str, np.ndarray],
+        sources: Mapping[int, Any],
+    ) -> list[PredictionRow]:
+        from loupe.learn import CLASS_HEADS
+        from loupe.learn.state import state_from_bytes
+        from loupe.learn.train import class_drafts
+
+        names = [str(n) for n in saved.state["class_names"]]
+        head = CLASS_HEADS[str(saved.params.get("class_head") or DEFAULT_HEAD)]
+        member_probs = {
+            m: head.from_state(
+                state_from_bytes(np.asarray(saved.state[f"head_{m}"]).tobytes())
+            ).predict_proba(member_x[m])
+            for m in saved.members
+        }
+        threshold = float(saved.params.get("threshold", 0.8))
+        budget = saved.params.get("review_budget")
+        predictions, _ = class_drafts(
+            member_probs,
+            ensemble_temperature=float(saved.calibration.get("ensemble_temperature") or 1.0),
+            qhat=saved.calibration.get("qhat"),
+            threshold=threshold,
+            novelty=saved_novelty(saved, member_x, reference),
+            max_flag_fraction=None if budget is None else float(budget),
+        )
+        rows = _class_rows(ids, names, predictions)
+        if saved.mode == "finetune":
+            probs = _finetuned_probs(settings, saved, ids, sources)
+            member = str(saved.state["finetune"]["member"])
+            finetuned_drafts(rows, probs, names, member, threshold, budget)
+        return rows
 
     # --- export and import -------------------------------------------------------------
 
@@ -278,7 +324,37 @@ def _fit_classes(
         max_flag_fraction=review_budget(data.settings),
         head=CLASS_HEADS[head_name],
     )
-    p = result.predictions
+    rows = _class_rows(ids, names, result.predictions)
+    counts = {n: int((y == k).sum()) for n, k in index.items()}
+    state: dict[str, Any] = {
+        f"head_{m}": np.frombuffer(state_to_bytes(s), dtype=np.uint8)
+        for m, s in result.heads.items()
+    }
+    state.update({"class_names": names, "members": result.member_names})
+    state.update(novelty_state(result.novelty, labelled))
+    return FitOutcome(
+        predictions=rows,
+        metrics=result.metrics_json(),
+        calibration={
+            "temperatures": result.temperatures,
+            "ensemble_temperature": result.ensemble_temperature,
+            "conformal_alpha": result.conformal_alpha,
+            "qhat": result.qhat,
+        },
+        params={
+            "threshold": threshold,
+            "classes": names,
+            "class_head": head_name,
+            "review_budget": review_budget(data.settings),
+        },
+        state=state,
+        trained_on_ids=labelled,
+        label_counts=counts,
+    )
+
+
+def _class_rows(ids: Sequence[int], names: list[str], p: ClassPredictions) -> list[PredictionRow]:
+    """One prediction row per item: the ensemble's class, members' votes, triage."""
     rows = []
     for r, item_id in enumerate(ids):
         probs = {n: round(float(v), 5) for n, v in zip(names, p.probs[r], strict=True)}
@@ -301,7 +377,7 @@ def _fit_classes(
             ]
         rows.append(
             PredictionRow(
-                item_id=item_id,
+                item_id=int(item_id),
                 label=names[int(p.label[r])],
                 confidence=float(p.confidence[r]),
                 uncertainty=float(p.uncertainty[r]),
@@ -311,26 +387,7 @@ def _fit_classes(
                 members=members,
             )
         )
-    counts = {n: int((y == k).sum()) for n, k in index.items()}
-    state: dict[str, Any] = {
-        f"head_{m}": np.frombuffer(state_to_bytes(s), dtype=np.uint8)
-        for m, s in result.heads.items()
-    }
-    state.update({"class_names": names, "members": result.member_names})
-    return FitOutcome(
-        predictions=rows,
-        metrics=result.metrics_json(),
-        calibration={
-            "temperatures": result.temperatures,
-            "ensemble_temperature": result.ensemble_temperature,
-            "conformal_alpha": result.conformal_alpha,
-            "qhat": result.qhat,
-        },
-        params={"threshold": threshold, "classes": names, "class_head": head_name},
-        state=state,
-        trained_on_ids=labelled,
-        label_counts=counts,
-    )
+    return rows
 
 
 def _add_finetune(
@@ -347,7 +404,6 @@ def _add_finetune(
     frozen heads for the comparison) and replace the drafts with its predictions."""
     from loupe.features import build_torch_model, preprocessing_of, read_rgb
     from loupe.learn.calibration import softmax
-    from loupe.learn.ensemble import apply_review_budget, triage_classes
     from loupe.learn.finetune import compare_metrics, finetune, finetune_cv, predict_finetuned
 
     if len(labelled) > FINETUNE_MAX_ITEMS:
@@ -382,23 +438,9 @@ def _add_finetune(
     probs = softmax(np.concatenate(logits) / max(cv.temperature, 1e-3))
     frozen = outcome.metrics.get("ensemble") or {}
     threshold = float(data.settings.get("confidence_threshold", 0.8))
-    novel = np.array([bool(row.output.get("novel")) for row in outcome.predictions])
-    flagged, reasons = triage_classes([probs], probs, threshold=threshold, novel=novel)
-    flagged, reasons = apply_review_budget(
-        flagged,
-        reasons,
-        uncertainty=1.0 - probs.max(axis=1),
-        max_flag_fraction=review_budget(data.settings),
+    finetuned_drafts(
+        outcome.predictions, probs, names, member, threshold, review_budget(data.settings)
     )
-    for r, row in enumerate(outcome.predictions):
-        k = int(np.argmax(probs[r]))
-        row.members = {**row.members, f"{member}-finetuned": {"label": names[k]}}
-        row.label, row.confidence = names[k], float(probs[r, k])
-        row.flagged, row.flag_reason = bool(flagged[r]), reasons[r]
-        row.output = {
-            "probs": {n: round(float(v), 5) for n, v in zip(names, probs[r], strict=True)},
-            "novel": bool(novel[r]),
-        }
     outcome.metrics = {
         **outcome.metrics,
         "frozen_ensemble": frozen,
@@ -412,3 +454,71 @@ def _add_finetune(
         },
     }
     outcome.state["finetuned_state_dict"] = np.frombuffer(model.state_dict, dtype=np.uint8)
+    outcome.state["finetune"] = {
+        "member": member,
+        "temperature": float(cv.temperature),
+        "n_classes": len(names),
+        "feature_dim": int(model.feature_dim),
+    }
+
+
+def _finetuned_probs(
+    settings: Settings, saved: SavedVersion, ids: list[int], sources: Mapping[int, Any]
+) -> np.ndarray:
+    """A stored fine-tuned model's calibrated probabilities for the images of ``ids``."""
+    from loupe.features import build_torch_model, preprocessing_of, read_rgb
+    from loupe.learn.calibration import softmax
+    from loupe.learn.finetune import FinetuneResult, predict_finetuned
+
+    meta = saved.state["finetune"]
+    member = str(meta["member"])
+    result = FinetuneResult(
+        state_dict=np.asarray(saved.state["finetuned_state_dict"]).tobytes(),
+        n_classes=int(meta["n_classes"]),
+        feature_dim=int(meta["feature_dim"]),
+        best_epoch=0,
+        stopped_early=False,
+        val_metrics=None,
+        history=[],
+        device="auto",
+        trainable_parameters=0,
+    )
+
+    def builder() -> Any:
+        return build_torch_model(member, weights_dir=settings.weights)
+
+    size = preprocessing_of(member).size
+    logits = []
+    for start in range(0, len(ids), 256):
+        chunk = np.stack([read_rgb(sources[i], size=size) for i in ids[start : start + 256]])
+        logits.append(predict_finetuned(builder, result, chunk))
+    return softmax(np.concatenate(logits) / max(float(meta["temperature"]), 1e-3))
+
+
+def finetuned_drafts(
+    rows: list[PredictionRow],
+    probs: np.ndarray,
+    names: list[str],
+    member: str,
+    threshold: float,
+    budget: float | None,
+) -> None:
+    """Replace the frozen ensemble's drafts in ``rows`` by the fine-tuned model's
+    ``probs`` (calibrated, one row per item): its class, triage (novelty kept from
+    the frozen members) and the review budget."""
+    from loupe.learn.ensemble import apply_review_budget, triage_classes
+
+    novel = np.array([bool(row.output.get("novel")) for row in rows], dtype=bool)
+    flagged, reasons = triage_classes([probs], probs, threshold=threshold, novel=novel)
+    flagged, reasons = apply_review_budget(
+        flagged, reasons, uncertainty=1.0 - probs.max(axis=1), max_flag_fraction=budget
+    )
+    for r, row in enumerate(rows):
+        k = int(np.argmax(probs[r]))
+        row.members = {**row.members, f"{member}-finetuned": {"label": names[k]}}
+        row.label, row.confidence = names[k], float(probs[r, k])
+        row.flagged, row.flag_reason = bool(flagged[r]), reasons[r]
+        row.output = {
+            "probs": {n: round(float(v), 5) for n, v in zip(names, probs[r], strict=True)},
+            "novel": bool(novel[r]),
+        }

@@ -9,7 +9,8 @@ first and last steps; a subclass writes :meth:`EmbeddingTaskKind.fit_heads`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -17,9 +18,10 @@ from sqlalchemy import update
 
 from loupe.db.models import Item
 from loupe.db.session import session_scope
-from loupe.tasks.base import FitOutcome, Report, TaskKind, TrainingData
+from loupe.tasks.base import FitOutcome, PredictionRow, Report, TaskKind, TrainingData
 
 if TYPE_CHECKING:
+    from loupe.learn.novelty import Novelty
     from loupe.settings import Settings
 
 DEFAULT_ENSEMBLE = ("effnet-lite0", "mobilenet_v2")
@@ -35,6 +37,72 @@ def review_budget(settings: dict[str, Any]) -> float | None:
     """The project's review budget: the most items a model may flag, as a fraction."""
     value = settings.get("review_budget")
     return None if value in (None, 0, 1) else float(value)
+
+
+@dataclass(frozen=True)
+class SavedVersion:
+    """A finished model version as its stored record and artifact (``heads.npz`` +
+    ``heads.json``): what drafts items it was not trained with."""
+
+    id: int
+    mode: str  # frozen | finetune
+    params: dict[str, Any]
+    calibration: dict[str, Any]
+    metrics: dict[str, Any]
+    state: dict[str, Any]  # the artifact: arrays and JSON values by key
+
+    @property
+    def members(self) -> list[str]:
+        return [str(m) for m in self.state.get("members") or self.params.get("members") or []]
+
+    @property
+    def reference_ids(self) -> list[int]:
+        """The items the version's novelty is measured against (its training labels)."""
+        ids = self.state.get("novelty_ref_ids")
+        return [] if ids is None else [int(i) for i in np.asarray(ids).tolist()]
+
+
+def novelty_state(novelty: Novelty | None, reference_ids: Sequence[int]) -> dict[str, Any]:
+    """What a version keeps of its novelty detector for items added later: per member
+    the centre (array) and threshold, ``k``/``quantile``/``margin``, and the ids of the
+    labelled items (their rows stay in the append-only feature stores)."""
+    if novelty is None:
+        return {"novelty": None}
+    state: dict[str, Any] = {
+        "novelty": {
+            "thresholds": dict(novelty.thresholds),
+            "k": novelty.k,
+            "quantile": novelty.quantile,
+            "margin": novelty.margin,
+        },
+        "novelty_ref_ids": np.asarray(list(reference_ids), dtype=np.int64),
+    }
+    for name, centre in novelty.centres.items():
+        if centre is not None:
+            state[f"novelty_centre_{name}"] = np.asarray(centre, dtype=np.float32)
+    return state
+
+
+def saved_novelty(
+    saved: SavedVersion,
+    member_x: Mapping[str, np.ndarray],
+    reference: Mapping[str, np.ndarray],
+) -> Novelty | None:
+    """The stored version's novelty of new rows (None when it was trained without)."""
+    from loupe.learn.novelty import novelty_against
+
+    meta = saved.state.get("novelty")
+    if not meta:
+        return None
+    return novelty_against(
+        {m: member_x[m] for m in saved.members},
+        reference,
+        thresholds={m: meta["thresholds"].get(m) for m in saved.members},
+        centres={m: saved.state.get(f"novelty_centre_{m}") for m in saved.members},
+        k=int(meta["k"]),
+        quantile=float(meta["quantile"]),
+        margin=float(meta["margin"]),
+    )
 
 
 def compute_features(
@@ -130,4 +198,20 @@ class EmbeddingTaskKind(TaskKind):
         report: Report,
     ) -> FitOutcome:
         """Fit the heads on the labelled rows of ``feats`` and predict every id."""
+        raise NotImplementedError
+
+    def draft_items(
+        self,
+        settings: Settings,
+        saved: SavedVersion,
+        ids: list[int],
+        member_x: Mapping[str, np.ndarray],
+        reference: Mapping[str, np.ndarray],
+        sources: Mapping[int, Any],
+    ) -> list[PredictionRow]:
+        """Drafts of a stored version for items it was not trained with: ``member_x``
+        are their rows per member (in ``ids`` order), ``reference`` the rows of the
+        version's training labels (its novelty), ``sources`` the items' files (a
+        fine-tuned version reads the images). The same code as the training's last
+        step, so a new item gets the draft it would have had."""
         raise NotImplementedError

@@ -32,9 +32,17 @@ from loupe.tasks.base import (
     number_cell,
     unique,
 )
-from loupe.tasks.embedding import EmbeddingTaskKind, FeatureMap, review_budget
+from loupe.tasks.embedding import (
+    EmbeddingTaskKind,
+    FeatureMap,
+    SavedVersion,
+    novelty_state,
+    review_budget,
+    saved_novelty,
+)
 
 if TYPE_CHECKING:
+    from loupe.learn.train import ScorePredictions
     from loupe.reports.case_report import MetricSummary
     from loupe.settings import Settings
 
@@ -189,6 +197,40 @@ class ScoreKind(EmbeddingTaskKind):
             raise LoupeError(ErrorCode.INVALID, "fine-tune mode is for class projects")
         return _fit_scores(data, feats, labelled, ids)
 
+    def draft_items(
+        self,
+        settings: Settings,
+        saved: SavedVersion,
+        ids: list[int],
+        member_x: Mapping[str, np.ndarray],
+        reference: Mapping[str, np.ndarray],
+        sources: Mapping[int, Any],
+    ) -> list[PredictionRow]:
+        from loupe.learn import ScoreHead
+        from loupe.learn.state import state_from_bytes
+        from loupe.learn.train import score_drafts
+
+        specs = [dict(m) for m in saved.state["metrics"]]
+        names = [str(m["name"]) for m in specs]
+        member_raw = {
+            m: ScoreHead.from_state(
+                state_from_bytes(np.asarray(saved.state[f"head_{m}"]).tobytes())
+            ).predict(member_x[m])
+            for m in saved.members
+        }
+        conformal = saved.metrics.get("conformal") or {}
+        radius = conformal.get("radius")
+        budget = saved.params.get("review_budget")
+        predictions, _ = score_drafts(
+            member_raw,
+            specs,
+            radius=None if not radius else np.array([float(radius[n]) for n in names]),
+            novelty=saved_novelty(saved, member_x, reference),
+            max_interval_steps=float(conformal.get("max_interval_steps", 2.0)),
+            max_flag_fraction=None if budget is None else float(budget),
+        )
+        return _score_rows(ids, names, predictions)
+
     # --- export and import -------------------------------------------------------------
 
     def export_columns(self, schema: Mapping[str, Any]) -> ExportColumns:
@@ -332,6 +374,35 @@ def _interval(
     }
 
 
+def _score_rows(ids: Sequence[int], names: list[str], p: ScorePredictions) -> list[PredictionRow]:
+    """One prediction row per item: the ensemble's snapped scores, members', triage."""
+    rows = []
+    for r, item_id in enumerate(ids):
+        scores = {n: float(v) for n, v in zip(names, p.values[r], strict=True)}
+        members = {
+            m: {"scores": {n: float(v) for n, v in zip(names, mv[r], strict=True)}}
+            for m, mv in p.member_values.items()
+        }
+        rows.append(
+            PredictionRow(
+                item_id=int(item_id),
+                label=None,
+                confidence=None,
+                uncertainty=float(p.uncertainty[r]),
+                flagged=bool(p.flagged[r]),
+                flag_reason=p.reason[r],
+                output={
+                    "scores": scores,
+                    "novel": bool(p.novel[r]),
+                    "raw": {n: round(float(v), 4) for n, v in zip(names, p.raw[r], strict=True)},
+                    "interval": _interval(names, p.interval_lo, p.interval_hi, r),
+                },
+                members=members,
+            )
+        )
+    return rows
+
+
 def _fit_scores(
     data: TrainingData,
     feats: FeatureMap,
@@ -356,41 +427,18 @@ def _fit_scores(
     feats = {m: (xl[keep], xa) for m, (xl, xa) in feats.items()}
     Y = np.array([[float(data.labels[i][n]) for n in names] for i in complete])
     result = train_score_ensemble(feats, Y, metrics, max_flag_fraction=review_budget(data.settings))
-    p = result.predictions
-    rows = []
-    for r, item_id in enumerate(ids):
-        scores = {n: float(v) for n, v in zip(names, p.values[r], strict=True)}
-        members = {
-            m: {"scores": {n: float(v) for n, v in zip(names, mv[r], strict=True)}}
-            for m, mv in p.member_values.items()
-        }
-        rows.append(
-            PredictionRow(
-                item_id=item_id,
-                label=None,
-                confidence=None,
-                uncertainty=float(p.uncertainty[r]),
-                flagged=bool(p.flagged[r]),
-                flag_reason=p.reason[r],
-                output={
-                    "scores": scores,
-                    "novel": bool(p.novel[r]),
-                    "raw": {n: round(float(v), 4) for n, v in zip(names, p.raw[r], strict=True)},
-                    "interval": _interval(names, p.interval_lo, p.interval_hi, r),
-                },
-                members=members,
-            )
-        )
+    rows = _score_rows(ids, names, result.predictions)
     state: dict[str, Any] = {
         f"head_{m}": np.frombuffer(state_to_bytes(s), dtype=np.uint8)
         for m, s in result.heads.items()
     }
     state.update({"metrics": metrics, "members": result.member_names})
+    state.update(novelty_state(result.novelty, complete))
     return FitOutcome(
         predictions=rows,
         metrics=result.metrics_json(),
         calibration={},
-        params={"metrics": names},
+        params={"metrics": names, "review_budget": review_budget(data.settings)},
         state=state,
         trained_on_ids=complete,
         label_counts={"scored": len(complete)},

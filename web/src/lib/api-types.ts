@@ -717,6 +717,29 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/projects/{project_id}/predict": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Start Prediction
+         * @description Queue a ``predict`` job: the version (default: the active one) drafts every item
+         *     it has no draft for, in chunks any worker runs. 409 without a ready version or
+         *     while one is queued or running. Workers also start it on their own for new items
+         *     (project setting ``draft_new_items``, default on).
+         */
+        post: operations["start_prediction_api_projects__project_id__predict_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/projects/{project_id}/versions": {
         parameters: {
             query?: never;
@@ -2513,13 +2536,6 @@ export interface components {
             /** Count */
             count: number;
         };
-        /** PredictRequest */
-        PredictRequest: {
-            /** Item Ids */
-            item_ids?: number[] | null;
-            /** Segmenter */
-            segmenter?: ("unet3d" | "nnunet" | "voxel") | null;
-        };
         /** PredictionPublic */
         PredictionPublic: {
             /** Model Version Id */
@@ -3150,6 +3166,19 @@ export interface components {
                 number
             ][];
         };
+        /**
+         * PredictRequest
+         * @description Draft the items a version has not drafted (default: the active version).
+         */
+        loupe__api__schemas__models__PredictRequest: {
+            /** Version Id */
+            version_id?: number | null;
+            /**
+             * Chunk Size
+             * @default 500
+             */
+            chunk_size: number;
+        };
         /** TrainRequest */
         loupe__api__schemas__models__TrainRequest: {
             /**
@@ -3157,6 +3186,13 @@ export interface components {
              * @default frozen
              */
             mode: string;
+        };
+        /** PredictRequest */
+        loupe__api__schemas__volume__PredictRequest: {
+            /** Item Ids */
+            item_ids?: number[] | null;
+            /** Segmenter */
+            segmenter?: ("unet3d" | "nnunet" | "voxel") | null;
         };
         /**
          * TrainRequest
@@ -5309,6 +5345,50 @@ export interface operations {
             };
         };
     };
+    start_prediction_api_projects__project_id__predict_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["loupe__api__schemas__models__PredictRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobPublic"];
+                };
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
     list_versions_api_projects__project_id__versions_get: {
         parameters: {
             query?: never;
@@ -7150,7 +7230,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["PredictRequest"];
+                "application/json": components["schemas"]["loupe__api__schemas__volume__PredictRequest"];
             };
         };
         responses: {

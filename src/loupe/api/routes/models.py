@@ -25,6 +25,7 @@ from loupe.api.schemas.models import (
     ModelVersionsPublic,
     PredictionPublic,
     PredictionsPublic,
+    PredictRequest,
     TrainRequest,
 )
 from loupe.db.models import Job, ModelVersion
@@ -32,7 +33,7 @@ from loupe.errors import ErrorCode, LoupeError
 from loupe.services.items import query as item_query
 from loupe.services.labels.core import new_change_id
 from loupe.services.projects.cases import ensure_cases_open
-from loupe.services.training import predictions, train
+from loupe.services.training import predict, predictions, train
 
 router = APIRouter(prefix="/projects/{project_id}", tags=["models"])
 
@@ -48,6 +49,28 @@ def start_training(
     """Queue a training; 409 while another one is queued or running."""
     db.commit()  # release the SQLite write lock before the job's own transactions
     return train.request_training(settings, project.id, user_id=user.id, mode=body.mode)
+
+
+@router.post("/predict", response_model=JobPublic, status_code=202)
+def start_prediction(
+    body: PredictRequest,
+    project: ReviewerProject,
+    user: CurrentUser,
+    db: SessionDep,
+    settings: SettingsDep,
+) -> Job:
+    """Queue a ``predict`` job: the version (default: the active one) drafts every item
+    it has no draft for, in chunks any worker runs. 409 without a ready version or
+    while one is queued or running. Workers also start it on their own for new items
+    (project setting ``draft_new_items``, default on)."""
+    db.commit()  # release the SQLite write lock before the job's own transactions
+    return predict.request_prediction(
+        settings,
+        project.id,
+        user_id=user.id,
+        version_id=body.version_id,
+        chunk_size=body.chunk_size,
+    )
 
 
 @router.get("/versions", response_model=ModelVersionsPublic)

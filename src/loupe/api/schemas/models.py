@@ -5,13 +5,21 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from loupe.api.schemas.common import DbId, DbVersion, ORMModel
 
 
 class TrainRequest(BaseModel):
     mode: str = Field(default="frozen", pattern="^(frozen|finetune)$")
+
+
+class PredictRequest(BaseModel):
+    """Draft the items a version has not drafted (default: the active version)."""
+
+    model_config = ConfigDict(extra="forbid")
+    version_id: int | None = Field(default=None, ge=1)
+    chunk_size: int = Field(default=500, ge=1, le=10_000)
 
 
 class ModelVersionPublic(ORMModel):

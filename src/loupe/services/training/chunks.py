@@ -53,14 +53,14 @@ def request_embedding(
     )
 
 
-def _store(settings: Settings, project_id: int, name: str) -> Any:
+def member_store(settings: Settings, project_id: int, name: str) -> Any:
     from loupe.features import FeatureStore, get_backbone
 
     backbone = get_backbone(name, weights_dir=settings.weights, cache_dir=settings.home / "cache")
     return backbone, FeatureStore(settings.features_dir, project_id, name, backbone.dim)
 
 
-def _chunk_dir(settings: Settings, project_id: int, job_id: int) -> Path:
+def chunk_dir(settings: Settings, project_id: int, job_id: int) -> Path:
     return settings.features_dir / str(project_id) / "_chunks" / str(job_id)
 
 
@@ -84,7 +84,7 @@ def plan_embedding(
     ctx.progress(0.0, f"checking {len(ids)} items")
     todo: set[int] = set()
     for name in members:
-        _, store = _store(settings, project_id, name)
+        _, store = member_store(settings, project_id, name)
         todo.update(store.missing(ids))
     ordered = [i for i in ids if i in todo]
     size = max(1, int(params.get("chunk_size") or CHUNK_ITEMS))
@@ -108,12 +108,12 @@ def embed_chunk(settings: Settings, ctx: JobContext, params: dict[str, Any]) -> 
             )
         }
     ids = [i for i in item_ids if i in rows]
-    folder = _chunk_dir(settings, project_id, parent)
+    folder = chunk_dir(settings, project_id, parent)
     folder.mkdir(parents=True, exist_ok=True)
     failed: dict[str, str] = {}
     members = list(params["members"])
     for m, name in enumerate(members):
-        backbone, store = _store(settings, project_id, name)
+        backbone, store = member_store(settings, project_id, name)
         todo = store.missing(ids)
 
         def progress(done: int, total: int, *, _m: int = m, _name: str = name) -> None:
@@ -138,11 +138,11 @@ def finish_embedding(
 ) -> dict[str, Any]:
     """Append every chunk's rows to the feature stores; mark unreadable items."""
     project_id = int(params["project_id"])
-    folder = _chunk_dir(settings, project_id, ctx.job_id)
+    folder = chunk_dir(settings, project_id, ctx.job_id)
     embedded: dict[str, int] = {}
     members = sorted({m for r in results if r for m in r.get("members", [])})
     for name in members:
-        _, store = _store(settings, project_id, name)
+        _, store = member_store(settings, project_id, name)
         added = 0
         for path in sorted(folder.glob(f"{name}-[0-9][0-9][0-9][0-9][0-9].npz")):
             with np.load(path, allow_pickle=False) as part:
