@@ -3,13 +3,23 @@ disk, coordinates for every item, reuse while the features are unchanged."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from sqlalchemy import select
 from tests.api.test_queues import SOURCES
 from tests.api.texture_helpers import trained_texture_project
+
+from loupe.db.models import Job, Project
+from loupe.db.session import session_scope
+from loupe.jobs import chunks
+from loupe.jobs import core as jobs
+from loupe.jobs import runner as job_runner
+from loupe.select.map2d import embed_2d
+from loupe.services.queues import map as map_service
 
 
 @pytest.fixture
@@ -106,3 +116,86 @@ def test_map_without_features_is_a_conflict(
     c = login(owner)
     r = c.post(f"/api/projects/{project.id}/map")
     assert r.status_code == 409 and "features" in r.json()["detail"]["message"], r.text
+
+
+def _map_children(settings: Any, parent_id: int) -> list[Job]:
+    with session_scope(settings.db_url, write=False) as db:
+        ids = chunks.children_of(db, jobs.get_job(db, parent_id))
+        rows = list(db.scalars(select(Job).where(Job.id.in_(ids)).order_by(Job.id)))
+        db.expunge_all()
+    return rows
+
+
+def _same_features(settings: Any, pid: int) -> np.ndarray:
+    """The rows the map job embeds, read as the unchunked job always read them."""
+    with session_scope(settings.db_url, write=False) as db:
+        project = db.get(Project, pid)
+        _, matrix, _, rows = map_service._features(db, settings, project)
+    return np.asarray(matrix[rows], dtype=np.float32)
+
+
+def test_chunked_map_equals_the_unchunked_map(
+    mapped_project: dict[str, Any], settings: Any
+) -> None:
+    """Issue 15: 26 items in chunks of 8 rows (4 chunk jobs, run inline here), a
+    sample of 10 so that most rows are placed by the chunks: the map of one run."""
+    pid = mapped_project["pid"]
+    params = {"project_id": pid, "method": "umap", "chunk_rows": 8, "fit_sample": 10}
+    job = jobs.submit(settings, kind="map", project_id=pid, params=params, user_id=None)
+    assert job.status == "done", job.error
+    assert job.progress == 1.0 and job.result["chunks"] == 4 and not job.result["cached"]
+    children = _map_children(settings, job.id)
+    assert [c.kind for c in children] == ["map.chunk"] * 4
+    assert [c.status for c in children] == ["done"] * 4
+    assert [c.result["rows"] for c in children] == [8, 8, 8, 2]
+
+    folder = settings.home / "maps" / str(pid)
+    key = job.result["key"]
+    got = np.load(folder / f"coords-{key}.npy")
+    want = embed_2d(_same_features(settings, pid), method="umap", seed=0, fit_sample=10)
+    assert got.shape == (26, 2) and len(np.unique(got.round(3), axis=0)) > 20
+    np.testing.assert_allclose(got, want, atol=1e-5)  # chunking changes nothing
+    assert json.loads((folder / "latest-umap.json").read_text())["chunks"] == 4
+    assert not (folder / "_chunks" / str(job.id)).exists()  # the parts are cleaned up
+
+    # the same again finds the cache at once: no chunk jobs
+    again = jobs.submit(settings, kind="map", project_id=pid, params=params, user_id=None)
+    assert again.result["cached"] is True and again.result["chunks"] == 0
+    assert "_chunks" not in again.params
+
+
+def test_cancelled_chunked_map_keeps_the_old_map(
+    mapped_project: dict[str, Any], settings: Any
+) -> None:
+    c, pid = mapped_project["c"], mapped_project["pid"]
+    r = c.post(f"/api/projects/{pid}/map")  # the default map, computed inline
+    assert c.get(f"/api/jobs/{r.json()['id']}").json()["status"] == "done"
+    folder = settings.home / "maps" / str(pid)
+    before = json.loads((folder / "latest-umap.json").read_text())
+    old = c.get(f"/api/projects/{pid}/map").json()
+
+    queued = settings.model_copy(update={"jobs_immediate": False})  # nothing consumes it
+    params = {"project_id": pid, "method": "umap", "chunk_rows": 8, "fit_sample": 10}
+    job = jobs.submit(queued, kind="map", project_id=pid, params=params, user_id=None)
+    assert job_runner.run_job(queued, job.id) == "running"  # fitted, split, waiting
+    first, *rest = _map_children(queued, job.id)
+    assert len(rest) == 3 and job_runner.run_job(queued, first.id) == "done"
+    with session_scope(queued.db_url) as db:
+        jobs.cancel_job(db, job.id, user_id=None)
+    assert jobs.fetch_job(queued, job.id).status == "cancelled"
+    assert [k.status for k in _map_children(queued, job.id)] == ["done"] + ["cancelled"] * 3
+    assert job_runner.run_job(queued, rest[0].id) is None
+    assert json.loads((folder / "latest-umap.json").read_text()) == before
+    assert sorted(p.name for p in folder.glob("coords-*.npy")) == [f"coords-{before['key']}.npy"]
+    now = c.get(f"/api/projects/{pid}/map").json()
+    assert now["x"] == old["x"] and now["item_ids"] == old["item_ids"]
+
+    # a retry runs only the cancelled chunks (the plan's model was kept), then finalize
+    jobs.retry_job(queued, job.id, user_id=None)
+    for child in rest:
+        assert job_runner.run_job(queued, child.id) == "done"
+    assert job_runner.run_job(queued, job.id) == "done"
+    done = jobs.fetch_job(queued, job.id)
+    assert done.result["chunks"] == 4 and done.result["key"] != before["key"]
+    latest = json.loads((folder / "latest-umap.json").read_text())
+    assert latest["key"] == done.result["key"] and latest["job_id"] == job.id

@@ -11,6 +11,12 @@ for looking, not for measuring, so we
    its ``place_k`` nearest sampled rows (exact, in PCA space, in chunks).
 
 Below ``fit_sample`` rows step 3 does nothing and the map is the plain embedding.
+
+Steps 1-2 are :func:`fit_map` (a small :class:`MapModel`: the PCA, the sample and
+its positions, the anchors); step 3 is :func:`place_rows`, which any block of rows
+can run on its own (the map job places blocks in parallel chunk jobs), and the
+positions of all rows are scaled together last (:func:`scale_to_unit`).
+:func:`embed_2d` is the three in one call.
 UMAP's numba functions compile on first use (~45 s); the caller sets
 ``NUMBA_CACHE_DIR`` (see :func:`numba_cache_dir`) so later processes load them.
 """
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,17 +90,44 @@ def reduce_pca(
     features: NDArray[np.float32], *, dims: int, seed: int, fit_rows: int = 20_000
 ) -> NDArray[np.float32]:
     """Unit rows projected on their first ``dims`` principal axes (fitted on a sample)."""
+    mean, components = _fit_pca(features, dims=dims, seed=seed, fit_rows=fit_rows)
+    return _project(_unit(features), mean, components)
+
+
+def _fit_pca(
+    features: Any, *, dims: int, seed: int, fit_rows: int = 20_000
+) -> tuple[NDArray[np.float32] | None, NDArray[np.float32] | None]:
+    """``(mean_, components_)`` of a randomised PCA of the unit rows of ``features``
+    (fitted on at most ``fit_rows`` of them, seeded), or ``(None, None)`` when
+    ``dims`` keeps every dimension. Only the rows fitted are read."""
     from sklearn.decomposition import PCA
 
-    x = _unit(features)
-    n, d = x.shape
+    n, d = features.shape
     dims = min(dims, d, n)
     if dims >= d:
-        return x
+        return None, None
     rng = np.random.default_rng(seed)
-    fit = x if n <= fit_rows else x[np.sort(rng.choice(n, fit_rows, replace=False))]
+    picked = np.arange(n) if n <= fit_rows else np.sort(rng.choice(n, fit_rows, replace=False))
+    fit = _unit(_checked(features[picked]))
     pca = PCA(n_components=dims, svd_solver="randomized", random_state=seed).fit(fit)
-    return np.asarray(pca.transform(x), dtype=np.float32)
+    return (
+        np.asarray(pca.mean_, dtype=np.float32),
+        np.asarray(pca.components_, dtype=np.float32),
+    )
+
+
+def _project(
+    unit_rows: NDArray[np.float32],
+    mean: NDArray[np.float32] | None,
+    components: NDArray[np.float32] | None,
+) -> NDArray[np.float32]:
+    """What ``PCA.transform`` computes (same operations, same order: a chunk of rows
+    gets the numbers the whole matrix would); the identity without a PCA."""
+    if mean is None or components is None:
+        return unit_rows
+    out = unit_rows @ components.T
+    out -= mean.reshape(1, -1) @ components.T
+    return np.asarray(out, dtype=np.float32)
 
 
 def _fit_umap(x: NDArray[np.float32], *, seed: int, n_neighbors: int) -> NDArray[np.float32]:
@@ -172,6 +206,187 @@ def place_by_neighbours(
     return out
 
 
+@dataclass(frozen=True)
+class MapModel:
+    """A fitted map: what placing any row on it needs (a few MB; see :func:`save_model`).
+
+    ``mean``/``components`` are the PCA (None: the unit rows are used as they are);
+    ``sample`` the sorted rows that UMAP / t-SNE fitted and ``sample_xy`` their
+    positions; ``anchors`` the reduced rows that place the others and ``anchor_xy``
+    their positions. Positions are not yet scaled (see :func:`scale_to_unit`).
+    """
+
+    n_rows: int
+    dim: int
+    mean: NDArray[np.float32] | None
+    components: NDArray[np.float32] | None
+    sample: NDArray[np.intp]
+    sample_xy: NDArray[np.float32]
+    anchors: NDArray[np.float32]
+    anchor_xy: NDArray[np.float32]
+    place_k: int
+
+
+def fit_map(
+    features: Any,
+    *,
+    method: str = "umap",
+    seed: int = 0,
+    n_neighbors: int = 15,
+    pca_dims: int = DEFAULT_PCA_DIMS,
+    fit_sample: int = DEFAULT_FIT_SAMPLE,
+    place_k: int = 10,
+) -> MapModel:
+    """The part of :func:`embed_2d` that cannot be split: the PCA and the embedding of
+    the sample (same parameters; N >= 1 rows). Place the rows with :func:`place_rows`.
+
+    Every row is read and projected once, in one product, as :func:`embed_2d` always
+    did: BLAS rounds a row's product differently in a different block, and UMAP
+    turns such 1-ulp differences into another (equally good) map.
+    """
+    return _fit(
+        _checked(features),
+        method=method,
+        seed=seed,
+        n_neighbors=n_neighbors,
+        pca_dims=pca_dims,
+        fit_sample=fit_sample,
+        place_k=place_k,
+    )[0]
+
+
+def _fit(
+    x: NDArray[np.float32],
+    *,
+    method: str,
+    seed: int,
+    n_neighbors: int,
+    pca_dims: int,
+    fit_sample: int,
+    place_k: int,
+) -> tuple[MapModel, NDArray[np.float32]]:
+    """``(model, every row projected)`` for checked rows ``x``."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    if fit_sample < 3:
+        raise ValueError(f"fit_sample must be >= 3, got {fit_sample}")
+    n, d = x.shape
+    if n == 0:
+        raise ValueError("features have no rows: there is nothing to fit a map on")
+    if n <= 3:  # too few points for any neighbour graph: the first two principal axes
+        reduced = reduce_pca(x, dims=2, seed=seed) if d > 2 else _unit(x)
+        xy = np.zeros((n, 2), dtype=np.float32)
+        xy[:, : reduced.shape[1]] = reduced[:, :2]
+        every = np.arange(n, dtype=np.intp)
+        return MapModel(n, d, None, None, every, xy, _unit(x), xy, place_k), _unit(x)
+    mean, components = _fit_pca(x, dims=pca_dims, seed=seed)
+    reduced = _project(_unit(x), mean, components)
+    rng = np.random.default_rng(seed)
+    sample = np.arange(n) if n <= fit_sample else np.sort(rng.choice(n, fit_sample, replace=False))
+    fitted = (
+        _fit_umap(reduced[sample], seed=seed, n_neighbors=n_neighbors)
+        if method == "umap"
+        else _fit_tsne(reduced[sample], seed=seed)
+    )
+    anchors = np.arange(len(sample))
+    if len(anchors) > PLACE_ANCHORS:
+        anchors = np.sort(rng.choice(len(sample), PLACE_ANCHORS, replace=False))
+    model = MapModel(
+        n_rows=n,
+        dim=d,
+        mean=mean,
+        components=components,
+        sample=np.asarray(sample, dtype=np.intp),
+        sample_xy=fitted,
+        anchors=np.ascontiguousarray(reduced[sample[anchors]]),
+        anchor_xy=np.ascontiguousarray(fitted[anchors]),
+        place_k=place_k,
+    )
+    return model, reduced
+
+
+def place_rows(model: MapModel, features: Any, *, start: int = 0) -> NDArray[np.float32]:
+    """Unscaled map positions of rows ``start, start + 1, ...`` of the fitted matrix.
+
+    Rows of the sample keep their fitted position; the others are projected with the
+    saved PCA and placed by :func:`place_by_neighbours`. Any split of the rows into
+    consecutive blocks gives (up to float rounding) what one call over all gives.
+
+    Returns
+    -------
+    float32 (len(features), 2)
+    """
+    if start < 0:
+        raise ValueError(f"start must be >= 0, got {start}")
+    x = _checked(features)
+    if len(x) and x.shape[1] != model.dim:
+        raise ValueError(f"features have {x.shape[1]} dims, the map was fitted on {model.dim}")
+    return _place(model, x, start=start)
+
+
+def _place(
+    model: MapModel,
+    x: NDArray[np.float32],
+    *,
+    start: int,
+    reduced: NDArray[np.float32] | None = None,
+) -> NDArray[np.float32]:
+    """:func:`place_rows` for checked rows; ``reduced``: their projection, if known."""
+    index = np.arange(start, start + len(x))
+    slot = np.searchsorted(model.sample, index)
+    found = slot < len(model.sample)
+    found[found] = model.sample[slot[found]] == index[found]
+    xy = np.empty((len(x), 2), dtype=np.float32)
+    xy[found] = model.sample_xy[slot[found]]
+    rest = ~found
+    if rest.any():
+        points = (
+            reduced[rest]
+            if reduced is not None
+            else _project(_unit(x[rest]), model.mean, model.components)
+        )
+        xy[rest] = place_by_neighbours(points, model.anchors, model.anchor_xy, k=model.place_k)
+    return xy
+
+
+def save_model(path: Path, model: MapModel, **extra: NDArray[Any]) -> None:
+    """Write ``model`` (and ``extra`` arrays) as one ``.npz`` at ``path``, atomically."""
+    arrays: dict[str, NDArray[Any]] = {
+        "n_rows": np.asarray(model.n_rows, dtype=np.int64),
+        "dim": np.asarray(model.dim, dtype=np.int64),
+        "place_k": np.asarray(model.place_k, dtype=np.int64),
+        "sample": np.asarray(model.sample, dtype=np.int64),
+        "sample_xy": model.sample_xy,
+        "anchors": model.anchors,
+        "anchor_xy": model.anchor_xy,
+    }
+    if model.mean is not None and model.components is not None:
+        arrays["mean"], arrays["components"] = model.mean, model.components
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("wb") as fh:
+        arrays.update({f"extra_{k}": np.asarray(v) for k, v in extra.items()})
+        np.savez(fh, allow_pickle=False, **arrays)
+    os.replace(tmp, path)
+
+
+def load_model(path: Path) -> tuple[MapModel, dict[str, NDArray[Any]]]:
+    """``(model, extra arrays)`` as written by :func:`save_model`."""
+    with np.load(path, allow_pickle=False) as z:
+        a = {k: z[k] for k in z.files}
+    model = MapModel(
+        n_rows=int(a["n_rows"]),
+        dim=int(a["dim"]),
+        mean=a.get("mean"),
+        components=a.get("components"),
+        sample=np.asarray(a["sample"], dtype=np.intp),
+        sample_xy=a["sample_xy"],
+        anchors=a["anchors"],
+        anchor_xy=a["anchor_xy"],
+        place_k=int(a["place_k"]),
+    )
+    return model, {k[len("extra_") :]: v for k, v in a.items() if k.startswith("extra_")}
+
+
 def embed_2d(
     features: Any,
     *,
@@ -182,7 +397,8 @@ def embed_2d(
     fit_sample: int = DEFAULT_FIT_SAMPLE,
     place_k: int = 10,
 ) -> NDArray[np.float32]:
-    """2-D map coordinates of item embeddings.
+    """2-D map coordinates of item embeddings: :func:`fit_map`, :func:`place_rows`
+    over every row, :func:`scale_to_unit`.
 
     Parameters
     ----------
@@ -205,42 +421,32 @@ def embed_2d(
     float32 (N, 2)
         Row ``i`` is the map position of ``features[i]``, scaled into [-1, 1].
     """
+    x = _checked(features)
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
     if fit_sample < 3:
         raise ValueError(f"fit_sample must be >= 3, got {fit_sample}")
-    x = _checked(features)
-    n = len(x)
-    if n == 0:
+    if len(x) == 0:
         return np.zeros((0, 2), dtype=np.float32)
-    if n <= 3:  # too few points for any neighbour graph: the first two principal axes
-        reduced = reduce_pca(x, dims=2, seed=seed) if x.shape[1] > 2 else _unit(x)
-        xy = np.zeros((n, 2), dtype=np.float32)
-        xy[:, : reduced.shape[1]] = reduced[:, :2]
-        return _scaled(xy)
-    reduced = reduce_pca(x, dims=pca_dims, seed=seed)
-    rng = np.random.default_rng(seed)
-    sample = np.arange(n) if n <= fit_sample else np.sort(rng.choice(n, fit_sample, replace=False))
-    fitted = (
-        _fit_umap(reduced[sample], seed=seed, n_neighbors=n_neighbors)
-        if method == "umap"
-        else _fit_tsne(reduced[sample], seed=seed)
+    model, reduced = _fit(
+        x,
+        method=method,
+        seed=seed,
+        n_neighbors=n_neighbors,
+        pca_dims=pca_dims,
+        fit_sample=fit_sample,
+        place_k=place_k,
     )
-    xy = np.empty((n, 2), dtype=np.float32)
-    xy[sample] = fitted
-    if len(sample) < n:
-        rest = np.setdiff1d(np.arange(n), sample, assume_unique=True)
-        anchors = np.arange(len(sample))
-        if len(anchors) > PLACE_ANCHORS:
-            anchors = np.sort(rng.choice(len(sample), PLACE_ANCHORS, replace=False))
-        xy[rest] = place_by_neighbours(
-            reduced[rest], reduced[sample[anchors]], fitted[anchors], k=place_k
-        )
-    return _scaled(xy)
+    # the rows already projected: the map is the one embed_2d always made, bit for bit
+    return scale_to_unit(_place(model, x, start=0, reduced=reduced))
 
 
-def _scaled(xy: NDArray[np.float32]) -> NDArray[np.float32]:
-    """Centre and scale into [-1, 1] (the web app draws any range; tests compare shapes)."""
+def scale_to_unit(xy: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Centre and scale into [-1, 1] (the web app draws any range; tests compare shapes).
+
+    Scale the positions of every row together: chunks of a map are placed apart and
+    scaled once, when they are put together.
+    """
     if not len(xy):
         return xy
     centre = (xy.max(axis=0) + xy.min(axis=0)) / 2.0

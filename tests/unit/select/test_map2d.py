@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 from sklearn.neighbors import KNeighborsClassifier
 
-from loupe.select.map2d import embed_2d, place_by_neighbours
+from loupe.select.map2d import (
+    embed_2d,
+    fit_map,
+    load_model,
+    place_by_neighbours,
+    place_rows,
+    reduce_pca,
+    save_model,
+    scale_to_unit,
+)
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +84,38 @@ def test_tiny_and_bad_inputs() -> None:
         embed_2d(np.ones(10))
     with pytest.raises(ValueError, match="NaN"):
         embed_2d(np.full((10, 4), np.nan))
+
+
+@pytest.mark.parametrize("method", ["umap", "tsne"])
+def test_fit_then_place_in_blocks_is_embed_2d(
+    digits: tuple[np.ndarray, np.ndarray], method: str, tmp_path: Path
+) -> None:
+    """What the chunked map job does: fit once, place two halves apart (after a round
+    trip through the saved model), scale the whole: embed_2d's map."""
+    x = digits[0][:400]
+    want = embed_2d(x, method=method, seed=0, fit_sample=50)
+    model = fit_map(x, method=method, seed=0, fit_sample=50)
+    assert len(model.sample) == 50 and model.components is not None
+    assert model.components.shape == (50, 64) and model.components.dtype == np.float32
+    save_model(tmp_path / "model.npz", model, rows=np.arange(400))
+    loaded, extra = load_model(tmp_path / "model.npz")
+    np.testing.assert_array_equal(extra["rows"], np.arange(400))
+    halves = [place_rows(loaded, x[:170]), place_rows(loaded, x[170:], start=170)]
+    got = scale_to_unit(np.concatenate(halves))
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    # the sampled rows kept their fitted positions; the other 350 were placed
+    placed = np.concatenate(halves)
+    np.testing.assert_array_equal(placed[model.sample], model.sample_xy)
+    assert not np.allclose(want[:10], want[0])  # not a degenerate map
+
+
+def test_saved_pca_reproduces_sklearn_transform(digits: tuple[np.ndarray, np.ndarray]) -> None:
+    x = digits[0]
+    model = fit_map(x, method="umap", seed=0, fit_sample=40, pca_dims=12)
+    assert model.mean is not None and model.components is not None
+    anchors_again = reduce_pca(x, dims=12, seed=0)[model.sample]
+    np.testing.assert_allclose(model.anchors, anchors_again, atol=1e-6)
+    identity = fit_map(x[:, :8], method="umap", seed=0, fit_sample=40, pca_dims=12)
+    assert identity.mean is None and identity.anchors.shape[1] == 8  # dims >= d: no PCA
+    with pytest.raises(ValueError, match="dims"):
+        place_rows(model, x[:5, :10])

@@ -8,6 +8,17 @@ rewritten, so the ids say when the features changed). A retraining that leaves
 the features alone (same backbone) reuses the map; new or replaced items make a
 new fingerprint and the next job recomputes it.
 
+The job is a chunked kind (:mod:`loupe.jobs.chunks`). ``plan`` fits the
+map: the PCA and UMAP / t-SNE on a sample of at most 10,000 rows. That fit is one
+computation and cannot be split; for a large project it is most of the time. What
+splits is the rest: projecting every row with the saved PCA and placing it among
+the sample, in chunks of :data:`CHUNK_ROWS` rows (``map.chunk`` jobs, any worker,
+any machine sharing LOUPE_HOME), each writing ``part-*.npy`` next to ``plan.json``
+and ``model.npz`` under ``maps/<project>/_chunks/<job>/``. ``finalize`` scales the
+parts together and writes the cache files; a map of one chunk (up to 25,000 items)
+runs in the parent alone. A cancelled or failed job keeps its folder so a retry
+redoes only the unfinished chunks; the previous map stays the one read until then.
+
 :func:`read_map` joins the cached coordinates with what colours them now (human
 label, the active model's draft, its uncertainty and flag), so the map follows
 the labelling without being recomputed.
@@ -18,11 +29,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -32,15 +44,27 @@ from sqlalchemy.orm import Session
 from loupe.db.models import Annotation, Item, Job, Prediction, Project
 from loupe.db.session import session_scope
 from loupe.errors import ErrorCode, LoupeError
+from loupe.features.store import open_existing
+from loupe.jobs.chunks import register_chunked_kind
 from loupe.jobs.context import JobContext
 from loupe.jobs.core import submit
-from loupe.jobs.registry import register_job_kind
-from loupe.select.map2d import METHODS, embed_2d, numba_cache_dir
+from loupe.select.map2d import (
+    DEFAULT_FIT_SAMPLE,
+    METHODS,
+    fit_map,
+    load_model,
+    numba_cache_dir,
+    place_rows,
+    save_model,
+    scale_to_unit,
+)
 from loupe.services.items.query import ItemRow, active_version_id
 from loupe.services.queues.arrays import feature_store, load_arrays
 from loupe.settings import Settings
 
 MAP_KIND = "map"
+# Rows placed per chunk job: ~25,000 x 1280 float32 is 128 MB read and a few seconds.
+CHUNK_ROWS = 25_000
 MAX_LOOKUP = 5000
 _LATEST = "latest-{method}.json"
 
@@ -130,6 +154,11 @@ def _save(path: Path, array: NDArray[Any]) -> None:
     os.replace(tmp, path)
 
 
+def chunk_dir(settings: Settings, project_id: int, job_id: int) -> Path:
+    """Where a map job's plan, model and placed parts live until ``finalize``."""
+    return maps_dir(settings, project_id) / "_chunks" / str(int(job_id))
+
+
 def compute_map(
     settings: Settings,
     project_id: int,
@@ -138,59 +167,173 @@ def compute_map(
     job_id: int | None = None,
     progress: Any = None,
 ) -> dict[str, Any]:
-    """Compute (or find cached) the project's map; returns a summary for the job result."""
+    """Compute (or find cached) the project's map in this process, unsplit; returns a
+    summary for the job result (the ``map`` job does the same in chunks)."""
     report = progress or (lambda _f, _m: None)
-    _check_method(method)
+    ctx = cast(JobContext, _Inline(job_id or 0, report))  # job 0: the folder _chunks/0
+    params = {"project_id": project_id, "method": method, "chunk_rows": 2**62}
+    parts: list[dict[str, Any] | None] = [
+        place_chunk(settings, ctx, c) for c in plan_map(settings, ctx, params)
+    ]
+    return finish_map(settings, ctx, params, parts)
+
+
+@dataclass
+class _Inline:
+    """The part of :class:`JobContext` the map's steps use, outside a job."""
+
+    job_id: int
+    report: Any
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        self.report(fraction, message)
+
+    def check_cancelled(self) -> None:
+        return None
+
+
+def plan_map(settings: Settings, ctx: JobContext, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Fit the map (PCA + UMAP / t-SNE on the sample) and split the placing of the
+    rows into chunks of ``params['chunk_rows']``; ``[]`` when the map is cached.
+
+    Writes ``plan.json`` (what ``finalize`` needs) and ``model.npz`` (the fitted
+    model, the item ids and their rows in the feature matrix) under :func:`chunk_dir`.
+    """
+    started = time.time()
+    project_id = int(params["project_id"])
+    method = _check_method(str(params.get("method", "umap")))
+    fit_sample = int(params.get("fit_sample") or DEFAULT_FIT_SAMPLE)
     with session_scope(settings.db_url, write=False) as db:
         project = db.get(Project, project_id)
         if project is None:
             raise LoupeError(ErrorCode.NOT_FOUND, f"project {project_id} not found")
         backbone, matrix, ids, rows = _features(db, settings, project)
         version_id = active_version_id(db, project_id)
-    key = _fingerprint(backbone, int(matrix.shape[1]), ids, method)
+    dim = int(matrix.shape[1])
+    key = _fingerprint(backbone, dim, ids, method)
+    if fit_sample != DEFAULT_FIT_SAMPLE:  # a test's smaller sample makes another map
+        key = _fingerprint(f"{backbone}@{fit_sample}", dim, ids, method)
     folder = maps_dir(settings, project_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    coords_path, ids_path = folder / f"coords-{key}.npy", folder / f"ids-{key}.npy"
-    cached = coords_path.exists() and ids_path.exists()
-    started = time.perf_counter()
-    if not cached:
-        report(0.05, f"{method} of {len(ids)} items ({backbone} features)")
-        numba_cache_dir(settings.home / "numba-cache")
-        features = matrix[rows] if len(rows) != len(matrix) else matrix
-        xy = embed_2d(features, method=method, seed=0)
-        report(0.95, "writing the map")
-        _save(ids_path, ids)
-        _save(coords_path, xy)
-    seconds = round(time.perf_counter() - started, 3)
-    meta = {
+    work = chunk_dir(settings, project_id, ctx.job_id)
+    work.mkdir(parents=True, exist_ok=True)
+    cached = (folder / f"coords-{key}.npy").exists() and (folder / f"ids-{key}.npy").exists()
+    size = max(1, int(params.get("chunk_rows") or CHUNK_ROWS))
+    starts = [] if cached else list(range(0, len(ids), size))
+    plan = {
         "key": key,
         "method": method,
         "backbone": backbone,
         "model_version_id": version_id,
-        "job_id": job_id,
         "items": len(ids),
-        "seconds": seconds,
+        "cached": cached,
+        "chunks": len(starts),
+        "started": started,
     }
-    latest = folder / _LATEST.format(method=method)
-    tmp = latest.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(meta))
-    os.replace(tmp, latest)
-    return {**meta, "cached": cached}
-
-
-@register_job_kind(MAP_KIND, exclusive=True)
-def run_map_job(settings: Settings, ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
-    def progress(fraction: float, message: str) -> None:
+    if not cached:
         ctx.check_cancelled()
-        ctx.progress(fraction, message)
+        ctx.progress(0.05, f"{method} of {len(ids)} items ({backbone} features)")
+        numba_cache_dir(settings.home / "numba-cache")
+        features = matrix[rows] if len(rows) != len(matrix) else matrix
+        model = fit_map(features, method=method, seed=0, fit_sample=fit_sample)
+        del features
+        ctx.check_cancelled()
+        save_model(work / "model.npz", model, ids=ids)
+    _write_json(work / "plan.json", plan)
+    return [
+        {
+            "project_id": project_id,
+            "backbone": backbone,
+            "key": key,
+            "start": start,
+            "stop": min(start + size, len(ids)),
+            "dir": str(work),
+        }
+        for start in starts
+    ]
 
-    return compute_map(
-        settings,
-        int(params["project_id"]),
-        method=str(params.get("method", "umap")),
-        job_id=ctx.job_id,
-        progress=progress,
-    )
+
+def place_chunk(settings: Settings, ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+    """Place rows ``start:stop`` of a planned map; write ``part-<start>.npy``."""
+    work = Path(str(params["dir"]))
+    start, stop = int(params["start"]), int(params["stop"])
+    child = "_parent" in params  # inline (one chunk) the parent reports progress itself
+    if child:
+        ctx.progress(0.05, f"placing rows {start}-{stop}")
+    model, extra = load_model(work / "model.npz")
+    ids = extra["ids"][start:stop]
+    store = open_existing(settings.features_dir, int(params["project_id"]), str(params["backbone"]))
+    try:
+        if store is None:
+            raise KeyError(f"no {params['backbone']} features")
+        features = store.get([int(i) for i in ids])
+    except KeyError as err:
+        raise LoupeError(
+            ErrorCode.CONFLICT,
+            f"the features changed since the map was planned ({err}): POST the map again",
+        ) from None
+    ctx.check_cancelled()
+    xy = place_rows(model, features, start=start)
+    ctx.check_cancelled()
+    _save(work / f"part-{start:012d}.npy", xy)
+    if child:
+        ctx.progress(1.0, f"placed rows {start}-{stop}")
+    return {"key": str(params["key"]), "start": start, "rows": len(xy)}
+
+
+def finish_map(
+    settings: Settings,
+    ctx: JobContext,
+    params: dict[str, Any],
+    results: list[dict[str, Any] | None],
+) -> dict[str, Any]:
+    """Put the placed parts together, scale them, write the map and ``latest-*.json``."""
+    project_id = int(params["project_id"])
+    work = chunk_dir(settings, project_id, ctx.job_id)
+    plan = json.loads((work / "plan.json").read_text())
+    key, method = str(plan["key"]), str(plan["method"])
+    folder = maps_dir(settings, project_id)
+    if not plan["cached"]:
+        ctx.progress(0.95, "writing the map")
+        _, extra = load_model(work / "model.npz")
+        ids = extra["ids"]
+        starts = sorted(int(r["start"]) for r in results if r is not None)
+        if len(starts) != int(plan["chunks"]):
+            raise LoupeError(
+                ErrorCode.CONFLICT, f"{len(starts)} of {plan['chunks']} map chunks reported"
+            )
+        parts = [np.load(work / f"part-{s:012d}.npy") for s in starts]
+        xy = scale_to_unit(np.concatenate(parts)) if parts else np.zeros((0, 2), np.float32)
+        if len(xy) != len(ids):
+            raise LoupeError(
+                ErrorCode.CONFLICT, f"the map chunks placed {len(xy)} of {len(ids)} items"
+            )
+        ctx.check_cancelled()
+        _save(folder / f"ids-{key}.npy", ids)
+        _save(folder / f"coords-{key}.npy", xy)
+    meta = {
+        "key": key,
+        "method": method,
+        "backbone": plan["backbone"],
+        "model_version_id": plan["model_version_id"],
+        "job_id": ctx.job_id or None,
+        "items": plan["items"],
+        "seconds": round(time.time() - float(plan["started"]), 3),
+        "chunks": plan["chunks"],
+    }
+    _write_json(folder / _LATEST.format(method=method), meta)
+    shutil.rmtree(work, ignore_errors=True)
+    return {**meta, "cached": bool(plan["cached"])}
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+register_chunked_kind(
+    MAP_KIND, plan=plan_map, chunk=place_chunk, finalize=finish_map, exclusive=True
+)
 
 
 def latest_job(db: Session, project_id: int) -> Job | None:
