@@ -1,4 +1,5 @@
-"""``Kept``: results kept per process for the newest few keys (thread-safe).
+"""``Kept``: results kept per process for the newest few keys (thread-safe);
+``Recent``: a value per key that is recomputed once it is older than a given age.
 
 Queues, similar-item search and DICOM series reads each keep a few expensive results
 (decoded model outputs, item ids, open feature stores, row norms, sorted series
@@ -8,6 +9,7 @@ headers) keyed by everything they depend on, so that a changed input is a new ke
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
@@ -42,3 +44,35 @@ class Kept(Generic[T]):
     def clear(self) -> None:
         with self._lock:
             self._kept.clear()
+
+
+class Recent(Generic[T]):
+    """A value per key, recomputed when it is older than the caller's ``max_age``
+    seconds (0: every time). For checks whose answer may lag by that much, e.g. the
+    fingerprint of a project's items that says whether kept arrays are still current:
+    20 annotators' queue requests then cost one aggregate query per second and
+    process, not one each. Thread-safe; at most ``size`` keys (oldest dropped)."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._values: OrderedDict[Hashable, tuple[float, T]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, compute: Callable[[], T], max_age: float) -> T:
+        now = time.monotonic()
+        if max_age > 0:
+            with self._lock:
+                found = self._values.get(key)
+                if found is not None and now - found[0] < max_age:
+                    return found[1]
+        value = compute()
+        with self._lock:
+            self._values[key] = (now, value)
+            self._values.move_to_end(key)
+            while len(self._values) > self.size:
+                self._values.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._values.clear()

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     # the web process checks every job_reap_every_s (0: never).
     job_stale_after_s: float = 60.0
     job_reap_every_s: float = 30.0
+    # A web process looks at most this often (seconds) at what its kept queue arrays
+    # depend on (the project's item count, a version's prediction count); 0: on every
+    # queue request. Labels are read fresh on every request regardless.
+    queue_recheck_s: float = Field(default=1.0, ge=0.0, le=60.0)
 
     @model_validator(mode="after")
     def _check_secret(self) -> Settings:

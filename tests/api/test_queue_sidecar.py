@@ -38,6 +38,8 @@ def _new_process() -> None:
     arrays._OUTPUTS.clear()
     arrays._IDS.clear()
     arrays._STORES.clear()
+    arrays._CHECKED.clear()
+    arrays._VERSION_CHECKED.clear()
 
 
 @pytest.fixture
@@ -261,3 +263,38 @@ def test_a_version_with_no_predictions_has_no_file(settings: Any, trained: Any) 
     insert_prediction_rows(settings, pid, empty_id, [])
     assert not _sidecar(settings, pid, empty_id).exists()
     assert _sidecar(settings, pid, vid).exists()
+
+
+def test_a_process_looks_at_the_items_once_per_recheck_interval(
+    settings: Any, trained: Any, make_item: Any
+) -> None:
+    """Within ``queue_recheck_s`` a process reuses its last look at the items (no
+    aggregate query per queue request); after it, a new item is in the arrays. With 0
+    every request looks."""
+    import time
+
+    from loupe.db.models import Project
+    from loupe.db.session import session_scope
+    from loupe.services.queues.arrays import load_arrays
+
+    pid = trained["pid"]
+
+    def ids(recheck: float) -> set[int]:
+        with session_scope(settings.db_url, write=False) as s:
+            current = s.get(Project, pid)
+            assert current is not None
+            return set(
+                load_arrays(
+                    s, current, settings.model_copy(update={"queue_recheck_s": recheck})
+                ).ids.tolist()
+            )
+
+    _new_process()
+    before = ids(30.0)
+    added = make_item(SimpleNamespace(id=pid))
+    assert added.id not in ids(30.0)  # the look of a moment ago still holds
+    assert added.id in ids(0.0)  # a fresh look
+    assert ids(30.0) == before | {added.id}
+    slow = ids(0.05)
+    time.sleep(0.1)
+    assert slow == ids(0.05)

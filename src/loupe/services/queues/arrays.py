@@ -16,13 +16,14 @@ from sqlalchemy.orm import Session
 
 from loupe.db.models import Annotation, Item, ModelVersion, Project
 from loupe.features.store import FeatureStore, open_existing
-from loupe.kept import Kept
+from loupe.kept import Kept, Recent
 from loupe.services.labels.core import person_labelled
 from loupe.settings import Settings
 from loupe.tasks import kind_of
 from loupe.tasks.base import LabelValue
 from loupe.tasks.embedding import ensemble_members
 from loupe.tasks.prediction_arrays import (
+    OutputKey,
     VersionOutput,
     decode,
     load_or_decode,
@@ -86,12 +87,29 @@ def _open_store(settings: Settings, project_id: int, backbone: str) -> FeatureSt
 _OUTPUTS: Kept[VersionOutput] = Kept(4)
 
 
+# How long a process trusts its last look at what the kept arrays depend on (item
+# count/max/sum, a version's prediction count): an aggregate over 100,000 rows per
+# queue request otherwise. Labels are read fresh on every request, and the leases
+# re-check them; only an item added or deleted in the last second may be missed or
+# offered once (its label PUT then answers 404).
+_CHECKED: Recent[tuple[int, int | None, int | None]] = Recent()
+_VERSION_CHECKED: Recent[OutputKey] = Recent()
+
+
+def _recheck_s(settings: Settings | None) -> float:
+    return settings.queue_recheck_s if settings is not None else 0.0
+
+
 def _version_output(
     db: Session, version: ModelVersion, settings: Settings | None = None
 ) -> VersionOutput:
     """The version's arrays: kept in this process, else its sidecar (when ``settings``
     are given and the file is current), else the decoded rows."""
-    vkey = version_key(db, version)
+    vkey = _VERSION_CHECKED.get(
+        (str(db.get_bind().engine.url), version.id, version.created_at),
+        lambda: version_key(db, version),
+        _recheck_s(settings),
+    )
     key = (str(db.get_bind().engine.url), version.id, version.created_at, vkey.count, vkey.newest)
 
     def compute() -> VersionOutput:
@@ -105,14 +123,20 @@ def _version_output(
 _IDS: Kept[NDArray[np.int64]] = Kept(8)
 
 
-def _item_ids(db: Session, project_id: int) -> NDArray[np.int64]:
+def _item_ids(db: Session, project_id: int, recheck_s: float = 0.0) -> NDArray[np.int64]:
     """The project's item ids (not in error), ascending; kept while their count, largest
-    and sum stay the same (ids only grow: an insert or a delete changes them)."""
+    and sum stay the same (ids only grow: an insert or a delete changes them), looked
+    at once per ``recheck_s`` seconds."""
     live = (Item.project_id == project_id, Item.status != "error")
-    count, largest, total = db.execute(
-        select(func.count(Item.id), func.max(Item.id), func.sum(Item.id)).where(*live)
-    ).one()
-    key = (str(db.get_bind().engine.url), project_id, int(count), largest, total)
+    url = str(db.get_bind().engine.url)
+
+    def fingerprint() -> tuple[int, int | None, int | None]:
+        count, largest, total = db.execute(
+            select(func.count(Item.id), func.max(Item.id), func.sum(Item.id)).where(*live)
+        ).one()
+        return int(count), largest, None if total is None else int(total)
+
+    key = (url, project_id, *_CHECKED.get((url, project_id), fingerprint, recheck_s))
 
     def compute() -> NDArray[np.int64]:
         cursor = db.execute(select(Item.id).where(*live).order_by(Item.id))
@@ -124,7 +148,7 @@ def _item_ids(db: Session, project_id: int) -> NDArray[np.int64]:
 def load_arrays(db: Session, project: Project, settings: Settings | None = None) -> ProjectArrays:
     """Items (not in error), the labelled mask, class labels and the active model's output
     (read from the version's sidecar file under ``settings.models_dir`` when given)."""
-    ids = _item_ids(db, project.id)
+    ids = _item_ids(db, project.id, _recheck_s(settings))
     size = len(ids)
     version = active_version(db, project.id)
     class_names: tuple[str, ...] = ()
