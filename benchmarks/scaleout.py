@@ -103,12 +103,13 @@ def use_env(env: dict[str, str]) -> Any:
 
 @contextlib.contextmanager
 def workers(
-    env: dict[str, str], count: int, log_dir: Path, *, pin: bool = False
+    env: dict[str, str], count: int, log_dir: Path, *, pin: bool = False, nice: int = 0
 ) -> Iterator[list[int]]:
     """``count`` ``loupe worker`` processes (one job thread each); yields their pids.
 
     With ``pin``, worker k may use core k only (``taskset``): one core per worker,
-    as if each ran on a machine of its own.
+    as if each ran on a machine of its own. ``nice`` lowers their CPU priority
+    (``loupe worker --nice``), as for a worker on the web host.
     """
     procs = []
     cores = os.cpu_count() or 1
@@ -117,7 +118,14 @@ def workers(
         with (log_dir / f"worker-{k}.log").open("wb") as log:
             procs.append(
                 subprocess.Popen(
-                    [*prefix, sys.executable, "-m", "loupe.cli", "worker"],
+                    [
+                        *prefix,
+                        sys.executable,
+                        "-m",
+                        "loupe.cli",
+                        "worker",
+                        *(["--nice", str(nice)] if nice else []),
+                    ],
                     env=env,
                     cwd=ROOT,
                     stdout=log,
