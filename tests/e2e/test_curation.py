@@ -156,12 +156,15 @@ def test_curation_flow(page: Any, live_server: Any, folder: Any, shot: Any) -> N
     settings.get_by_label("Ensemble member mobilenet_v2").check()
     settings.get_by_label("Confidence threshold").fill("0.97")
     settings.get_by_label("Retrain every").fill("0")
+    expect(settings.get_by_label("Draft new items")).to_be_checked()  # on by default
+    settings.get_by_label("Draft new items").uncheck()
     shot(page, "08-settings")
     settings.get_by_role("button", name="Save settings").click()
     expect(settings).to_be_hidden()
     saved = api.get(f"/api/projects/{project_id}").json()["settings"]
     assert sorted(saved["ensemble"]) == ["classic", "mobilenet_v2"]
     assert saved["confidence_threshold"] == 0.97 and saved["retrain_every"] == 0
+    assert saved["draft_new_items"] is False
 
     # Retrain: live progress, then the grid shows the drafts with confidences and flags.
     retrain(page)
