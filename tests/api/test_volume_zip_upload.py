@@ -1,4 +1,4 @@
-"""A ZIP of a DICOM series uploaded into a volume project becomes one volume item.
+"""A ZIP of DICOM series uploaded into a volume project becomes one volume item per series.
 
 Real data: pydicom's CT series ``test_files/dicomdirtests/98892001/CT5N`` (five axial
 slices, files without a suffix) shipped in the pydicom wheel; the mixed-series ZIP
@@ -83,12 +83,13 @@ def test_zip_of_a_series_uploads_as_one_volume(
     assert again["item_ids"] == [item_id]
 
 
-def test_zip_with_two_series_is_refused_by_name(
+def test_a_study_zip_is_split_into_its_series(
     settings: Any, owner_project: Any, login: Any
 ) -> None:
     owner, project = owner_project
     c = login(owner)
-    members = series_members("a/") | series_members("b/", series_uid="1.2.826.0.1.3680043.8.498.5")
+    other = "1.2.826.0.1.3680043.8.498.5"
+    members = series_members("a/") | series_members("b/", series_uid=other)
     files = [
         ("files", ("study.zip", zip_bytes(members), "application/zip")),
         ("files", ("empty.zip", zip_bytes({".hidden": b"x"}), "application/zip")),
@@ -96,15 +97,46 @@ def test_zip_with_two_series_is_refused_by_name(
     r = c.post(f"/api/projects/{project.id}/uploads", files=files)
     assert r.status_code == 200, r.text
     report = r.json()
-    assert report["imported"] == 0 and report["item_ids"] == []
+    # one volume per series, each named by the ZIP, its folder, number and description
+    assert report["imported"] == 2 and len(report["item_ids"]) == 2, report
+    names = sorted(
+        c.get(f"/api/projects/{project.id}/items/{i}").json()["filename"]
+        for i in report["item_ids"]
+    )
+    assert names == [
+        "study.zip: a/ series 5 SmartScore - Gated 0.5 sec",
+        "study.zip: b/ series 5 SmartScore - Gated 0.5 sec",
+    ]
+    for item_id in report["item_ids"]:
+        image = c.get(f"/api/projects/{project.id}/volume/items/{item_id}/image.nii.gz")
+        assert image.status_code == 200, image.text
+        volume: Any = nib.Nifti1Image.from_bytes(gzip.decompress(image.content))
+        assert volume.shape[2] == 5
     reasons = {f["path"]: f["reason"] for f in report["failed"]}
-    assert set(reasons) == {"study.zip", "empty.zip"}
-    assert reasons["study.zip"].startswith("study.zip holds 2 DICOM series, not one")
-    assert "5 files in a/" in reasons["study.zip"] and "5 files in b/" in reasons["study.zip"]
-    assert reasons["study.zip"].endswith("put each series in a ZIP of its own")
-    assert reasons["empty.zip"] == "empty.zip holds no files"
-    assert zips_dir(settings) == []  # nothing extracted is left behind
-    assert not [p for p in settings.media_dir.rglob("*") if p.is_file()]
+    assert reasons == {"empty.zip": "empty.zip holds no files"}
+    assert len(zips_dir(settings)) == 1  # the study's folder; the empty ZIP left nothing
+
+
+def test_series_labels_tie_break_and_fall_back(tmp_path: Path) -> None:
+    from loupe.services.volumes.zip_series import _series_labels
+
+    for folder in ("x", "y"):
+        (tmp_path / folder).mkdir()
+    plain = sorted(CT5N.iterdir())
+    a = [tmp_path / "x" / p.name for p in plain[:2]]
+    b = [tmp_path / "x" / f"b{p.name}" for p in plain[2:4]]
+    for src, dst in zip(plain[:4], a + b, strict=True):
+        dst.write_bytes(src.read_bytes())
+    labels = _series_labels(tmp_path, {"1.2.3": a, "1.2.4": b})
+    assert labels == {
+        "1.2.3": "x/ series 5 SmartScore - Gated 0.5 sec #1",
+        "1.2.4": "x/ series 5 SmartScore - Gated 0.5 sec #2",
+    }
+    broken = tmp_path / "y" / "junk"
+    broken.write_bytes(b"not dicom")
+    assert _series_labels(tmp_path / "y", {"9.8.7.6.5.4.3.2.1": [broken]}) == {
+        "9.8.7.6.5.4.3.2.1": "series ....4.3.2.1"
+    }
 
 
 def test_zip_leaving_its_folder_is_refused(settings: Any, owner_project: Any, login: Any) -> None:

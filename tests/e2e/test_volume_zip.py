@@ -1,6 +1,6 @@
-"""A DICOM series uploaded as a ZIP through the browser's file picker becomes one
-volume, which opens in the 3-D editor; a ZIP mixing two series is refused with a
-message naming both, shown on its line of the upload panel.
+"""A DICOM series uploaded through the browser's file picker becomes one volume,
+which opens in the 3-D editor: as a ZIP, as loose slices (sent together in one
+request: one line of the upload panel), and a study ZIP of two series becomes two.
 
 Real data: pydicom's CT series ``test_files/dicomdirtests/98892001/CT5N`` (five
 axial slices, files without a suffix) from the pydicom wheel.
@@ -50,12 +50,12 @@ def _as_series(path: Path, uid: str) -> bytes:
     return buffer.getvalue()
 
 
-def _pick(page: Any, path: Path) -> None:
-    """Choose ``path`` with the project bar's 'Add volumes' button (case: none)."""
+def _pick(page: Any, *paths: Path) -> None:
+    """Choose ``paths`` with the project bar's 'Add volumes' button (case: none)."""
     page.once("dialog", lambda d: d.accept(""))
     with page.expect_file_chooser() as chooser:
         page.get_by_role("button", name="Add volumes").click()
-    chooser.value.set_files(str(path))
+    chooser.value.set_files([str(p) for p in paths])
 
 
 def test_zip_of_a_dicom_series_uploads_and_opens_in_the_editor(
@@ -89,14 +89,29 @@ def test_zip_of_a_dicom_series_uploads_and_opens_in_the_editor(
     item_id = int(items[0]["id"])
     assert int(tiles.first.get_attribute("data-item-id")) == item_id
 
-    # A ZIP of two series: refused on its own line, nothing imported.
+    # Loose slices of another series (no suffix, as scanners write them): one line,
+    # one request, one volume.
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    for p in slices:
+        (loose / p.name).write_bytes(_as_series(p, "1.2.826.0.1.3680043.8.498.7"))
+    _pick(page, *sorted(loose.iterdir()))
+    expect(panel.get_by_role("status")).to_have_text("2 of 2 finished", timeout=30_000)
+    line = queue.locator("li[data-status=done]").filter(has_text="(5 DICOM files)")
+    expect(line).to_have_count(1)
+    expect(tiles).to_have_count(2)
+
+    # A study ZIP of two series: split; its first series is the volume already in.
     _pick(page, mixed)
-    expect(panel.get_by_role("status")).to_contain_text("1 failed", timeout=30_000)
-    failed = queue.locator("li[data-status=failed]").filter(has_text="study.zip")
-    expect(failed).to_have_count(1)
-    expect(failed).to_contain_text("holds 2 DICOM series, not one")
-    expect(failed).to_contain_text("put each series in a ZIP of its own")
-    expect(tiles).to_have_count(1)
+    expect(panel.get_by_role("status")).to_have_text("3 of 3 finished", timeout=30_000)
+    expect(queue.locator("li[data-status=done]").filter(has_text="study.zip")).to_have_count(1)
+    expect(tiles).to_have_count(3)
+    names = sorted(
+        i["filename"]
+        for i in api.get(f"/api/projects/{pid}/items", params={"limit": 10}).json()["data"]
+    )
+    assert names[0] == sorted(slices)[0].name and names[1] == "ct5n.zip"
+    assert names[2].startswith("study.zip: b/ series")
 
     # Open the volume from the grid's side panel: the editor loads the five slices.
     tiles.first.locator(".thumb").click()

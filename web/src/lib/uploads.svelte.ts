@@ -2,13 +2,21 @@
 // neither the browser (files are streamed from disk, never read into memory)
 // nor the server (it ingests one file per request) runs out of memory with
 // hundreds of big TIFFs. Finished files can be reviewed while the rest upload.
+// The slices of a DICOM series are the exception: the server can only put them
+// together when they arrive in one request, so the DICOM files of one folder
+// (.dcm, .ima, or no suffix) are one entry, sent as one request.
 import { ApiError, csrf, reauthenticate, type UploadReport } from './api';
 
 export type UploadStatus = 'pending' | 'uploading' | 'processing' | 'done' | 'failed';
 
 export interface QueuedFile {
   id: number;
+  /** The file, or the first of a DICOM folder's files. */
   file: File;
+  /** Every file this entry sends in its one request (a DICOM folder: all its slices). */
+  parts: { file: File; name: string }[];
+  /** Bytes of all parts. */
+  size: number;
   /** The name sent to the server: 'folder/case/x.tif' for a folder upload. */
   name: string;
   status: UploadStatus;
@@ -44,8 +52,21 @@ export class UploadQueue {
   }
 
   add(entries: { file: File; name: string }[], caseName: string): void {
-    for (const { file, name } of entries) {
-      this.files.push({ id: nextId++, file, name, status: 'pending', progress: 0, message: '', itemIds: [], caseName });
+    for (const parts of bundleDicom(entries)) {
+      const { file, name } = parts[0];
+      const folder = name.includes('/') ? name.slice(0, name.lastIndexOf('/') + 1) : '';
+      this.files.push({
+        id: nextId++,
+        file,
+        parts,
+        size: parts.reduce((n, p) => n + p.file.size, 0),
+        name: parts.length > 1 ? `${folder || './'} (${parts.length} DICOM files)` : name,
+        status: 'pending',
+        progress: 0,
+        message: '',
+        itemIds: [],
+        caseName,
+      });
     }
     this.pump();
   }
@@ -113,7 +134,7 @@ function postFile(projectId: number, f: QueuedFile, caseName: string): Promise<U
   return new Promise((resolve, reject) => {
     const form = new FormData();
     if (caseName) form.append('case', caseName);
-    form.append('files', f.file, f.name);
+    for (const part of f.parts) form.append('files', part.file, part.name);
     const xhr = new XMLHttpRequest();
     xhr.open('POST', `/api/projects/${projectId}/uploads`);
     xhr.setRequestHeader('X-CSRF-Token', csrf());
@@ -144,6 +165,40 @@ function postFile(projectId: number, f: QueuedFile, caseName: string): Promise<U
     };
     xhr.send(form);
   });
+}
+
+const DICOM_NAME = /(\.dcm|\.dicom|\.ima)$/i;
+const OTHER_SUFFIX = /\.[a-z0-9]{1,5}$/i;
+
+/** Whether a file is probably a DICOM slice: a DICOM suffix, or none at all (as
+ * scanners write them: 'IM0001', '1.2.840...'); UIDs' dots make 'suffixes' of digits. */
+export function looksDicom(name: string): boolean {
+  const base = name.slice(name.lastIndexOf('/') + 1);
+  if (DICOM_NAME.test(base)) return true;
+  const suffix = base.match(OTHER_SUFFIX);
+  return !suffix || /^\.\d+$/.test(suffix[0]);
+}
+
+/** The entries as request bundles: the DICOM files of each folder together (in the
+ * order given), every other file alone. */
+export function bundleDicom(entries: { file: File; name: string }[]): { file: File; name: string }[][] {
+  const out: { file: File; name: string }[][] = [];
+  const byFolder = new Map<string, { file: File; name: string }[]>();
+  for (const e of entries) {
+    if (!looksDicom(e.name)) {
+      out.push([e]);
+      continue;
+    }
+    const folder = e.name.includes('/') ? e.name.slice(0, e.name.lastIndexOf('/')) : '';
+    let bundle = byFolder.get(folder);
+    if (!bundle) {
+      bundle = [];
+      byFolder.set(folder, bundle);
+      out.push(bundle);
+    }
+    bundle.push(e);
+  }
+  return out;
 }
 
 /** Files of a drop, walking into dropped folders; names keep the folder path. */

@@ -6,9 +6,11 @@ and the folder is imported instead of the ZIP. The archive is checked before a
 byte is inflated (zip bombs, lying headers: :mod:`loupe.services.labels.safe_zip`);
 member names never leave the folder (no absolute paths, no ``..``).
 
-A ZIP uploaded from the browser is one volume: :func:`upload_zip_sources` refuses
-one that holds several DICOM series (or no image at all) with a message saying so,
-and names the series' files after the ZIP.
+A ZIP uploaded from the browser is one volume per DICOM series it holds
+(:func:`upload_zip_sources`): a ZIP of one series is named after the ZIP, each
+series of a study ZIP after the ZIP, its folder in the ZIP and its series number
+and description (``study.zip: CT/ series 2 AXIAL``); a ZIP without any file is
+refused with a message saying so.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import shutil
 import tempfile
 import zipfile
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
@@ -78,10 +81,12 @@ def upload_zip_sources(
 ) -> list[Source]:
     """The files of an uploaded ZIP (``filename``: its original name) as import sources.
 
-    The members of its one DICOM series are named ``filename`` (the item's name);
-    other members keep their own names. Raises ``LoupeError(INVALID)`` when the ZIP
-    cannot be read, holds no file, or holds more than one DICOM series (then its
-    extracted folder is removed again, unless an earlier upload made it).
+    The members of a DICOM series are named after the ZIP (its item's name): the
+    ZIP's name when it holds one series, with the series' folder, number and
+    description added when it holds several (a study). Other members keep their own
+    names. Raises ``LoupeError(INVALID)`` when the ZIP cannot be read or holds no
+    file (then its extracted folder is removed again, unless an earlier upload made
+    it).
     """
     name = PurePosixPath(filename.replace("\\", "/")).name or path.name
     existed = (settings.home / "volumes" / "zips" / sha256_file(path)).is_dir()
@@ -91,31 +96,55 @@ def upload_zip_sources(
         if not files:
             raise LoupeError(ErrorCode.INVALID, f"{name} holds no files")
         series = group_dicom_series(files)
-        if len(series) > 1:
-            parts = "; ".join(
-                f"series ...{uid[-12:]}: {len(members)} files in {_folder_of(folder, members)}"
-                for uid, members in sorted(series.items(), key=lambda kv: kv[1][0])
-            )
-            raise LoupeError(
-                ErrorCode.INVALID,
-                f"{name} holds {len(series)} DICOM series, not one ({parts}); "
-                "put each series in a ZIP of its own",
-                series=len(series),
-            )
     except LoupeError:
         if not existed:
             shutil.rmtree(folder, ignore_errors=True)
         raise
-    in_series = {p for members in series.values() for p in members}
+    if len(series) == 1:
+        names = {p: name for members in series.values() for p in members}
+    else:
+        labels = _series_labels(folder, series)
+        names = {p: f"{name}: {labels[uid]}" for uid, members in series.items() for p in members}
     return [
         Source(
             file,
-            name if file in in_series else file.name,
+            names.get(file, file.name),
             f"{filename}/{file.relative_to(folder).as_posix()}",
             folder_case,
         )
         for file in files
     ]
+
+
+def _series_labels(root: Path, series: dict[str, list[Path]]) -> dict[str, str]:
+    """A short distinct label per series of a study: its folder in the ZIP, series
+    number and description (from the first file's header), ``#k`` where they tie."""
+    import pydicom
+
+    labels: dict[str, str] = {}
+    for uid, members in sorted(series.items(), key=lambda kv: sorted(kv[1])[0]):
+        parts = []
+        where = _folder_of(root, members)
+        if where != "/":
+            parts.append(where)
+        try:
+            header = pydicom.dcmread(sorted(members)[0], stop_before_pixels=True)
+            number = header.get("SeriesNumber")
+            description = str(header.get("SeriesDescription") or "").strip()
+        except Exception:  # the series was grouped from these headers: rare
+            number, description = None, ""
+        if number not in (None, ""):
+            parts.append(f"series {number}")
+        if description:
+            parts.append(description[:64])
+        labels[uid] = " ".join(parts) or f"series ...{uid[-8:]}"
+    seen = Counter(labels.values())
+    counts: dict[str, int] = {}
+    for uid, label in list(labels.items()):
+        if seen[label] > 1:
+            counts[label] = counts.get(label, 0) + 1
+            labels[uid] = f"{label} #{counts[label]}"
+    return labels
 
 
 def _folder_of(root: Path, members: list[Path]) -> str:
