@@ -101,7 +101,8 @@ def series_sha256(file_hashes: list[str]) -> str:
 
 
 def group_dicom(dicom: list[Source]) -> tuple[list[list[Source]], list[Source]]:
-    """Split DICOM sources into series (each sorted by path) and files in no series.
+    """Split DICOM sources into series (each sorted by its label, the path or an
+    upload's original name: the first names the item) and files in no series.
 
     A file in no series is unreadable or lacks a SeriesInstanceUID; the caller
     imports it on its own, which reports the reason if it cannot be read.
@@ -111,7 +112,7 @@ def group_dicom(dicom: list[Source]) -> tuple[list[list[Source]], list[Source]]:
     grouped: set[Path] = set()
     series: list[list[Source]] = []
     for files in groups.values():
-        members = sorted((by_path[Path(f)] for f in files), key=lambda s: s.path)
+        members = sorted((by_path[Path(f)] for f in files), key=lambda s: (s.label, s.path))
         grouped.update(s.path for s in members)
         series.append(members)
     series.sort(key=lambda g: g[0].path)
