@@ -49,18 +49,19 @@ def _photos() -> list[np.ndarray]:
     return out
 
 
-def make_images(folder: Path, n: int) -> list[Path]:
-    """``n`` distinct real images in ``folder`` (reused when already there)."""
+def make_images(folder: Path, n: int, *, first: int = 0) -> list[Path]:
+    """``n`` distinct real images in ``folder`` (reused when already there); ``first``
+    starts the numbering elsewhere, for a set that shares no image with the default."""
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
-    names = [f"img_{i:05d}.{'png' if i % 4 == 3 else 'jpg'}" for i in range(n)]
+    names = [f"img_{i:05d}.{'png' if i % 4 == 3 else 'jpg'}" for i in range(first, first + n)]
     paths = [folder / name for name in names]
     if all(p.is_file() for p in paths):
         return paths
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(first)
     photos = _photos()
-    for i, path in enumerate(paths):
+    for i, path in enumerate(paths, start=first):
         if path.is_file():
             continue
         photo = photos[i % len(photos)]

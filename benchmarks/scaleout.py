@@ -1,4 +1,5 @@
-"""Scale-out: ingest and embedding throughput with 1 and 2 ``loupe worker`` processes.
+"""Scale-out: ingest, embedding and drafting throughput with 1 and 2 ``loupe worker``
+processes.
 
 Server set-up: PostgreSQL (a fresh database created, migrated and dropped by this
 script on the server at ``LOUPE_BENCH_PG_URL``, default
@@ -12,13 +13,18 @@ warmed with a ``selftest`` job, then the clock runs over:
    512x512 crops of the photos shipped with scikit-image, 3 in 4 JPEG, 1 in 4 PNG),
    split into chunk jobs of ``--chunk`` files (hash, probe, thumbnail, item rows);
 2. an ``embed`` job of every item with ``--members`` (default ``effnet-lite0``),
-   split into chunk jobs of ``--chunk`` items, assembled into the feature store.
+   split into chunk jobs of ``--chunk`` items, assembled into the feature store;
+3. (not timed) 20 labels and a training in this process (the features are cached),
+   then ``--n`` more images imported with drafting off; timed: the ``predict`` job
+   that drafts them with the new version, in chunks of ``--chunk`` (each embeds its
+   items and drafts them).
 
-Printed: images/s for each and the ratio 2 workers / 1 worker (target >= 1.7 on
-this 2-core machine), twice: workers unpinned (a worker may use both cores: its
-ingest threads and ONNX Runtime threads already do, so a second worker on the same
-two cores has little left to add) and pinned to one core each with ``taskset``
-(as if each worker were a machine of its own: the chunk jobs' scale-out). Other
+Printed: images/s for each (``predict``: new images drafted per second) and the
+ratio 2 workers / 1 worker (target >= 1.7 on this 2-core machine), twice: workers
+unpinned (a worker may use both cores: its ingest threads and ONNX Runtime threads
+already do, so a second worker on the same two cores has little left to add) and
+pinned to one core each with ``taskset`` (as if each worker were a machine of its
+own: the chunk jobs' scale-out). Other
 processes on the machine share its two cores: the figures are only as quiet as the
 machine (the load average is printed with them).
 
@@ -207,8 +213,66 @@ def warm_backbones(settings: Any, members: list[str], image: Path) -> None:
         backbone.embed_paths([image])
 
 
+def measure_predict(
+    settings: Any, user_id: int, project_id: int, more: Path, chunk: int, log_dir: Path
+) -> float:
+    """Train on 20 labels (here, features cached), import the images of ``more`` with
+    drafting off, then time the ``predict`` job that drafts them; returns seconds."""
+    from sqlalchemy import insert, select, update
+
+    from loupe.db.models import Annotation, Item, Project
+    from loupe.db.session import session_scope
+    from loupe.jobs.core import submit
+    from loupe.services.training.predict import request_prediction
+    from loupe.services.training.train import train_project
+
+    with session_scope(settings.db_url) as db:
+        ids = list(
+            db.scalars(select(Item.id).where(Item.project_id == project_id).order_by(Item.id))
+        )[:20]
+        db.execute(
+            insert(Annotation),
+            [
+                {
+                    "project_id": project_id,
+                    "item_id": item_id,
+                    "kind": "class",
+                    "label": ("a", "b")[k % 2],
+                    "origin": "human",
+                    "version": 1,
+                    "updated_by": user_id,
+                }
+                for k, item_id in enumerate(ids)
+            ],
+        )
+        project = db.get(Project, project_id)
+        assert project is not None
+        db.execute(
+            update(Project)
+            .where(Project.id == project_id)
+            .values(settings={**(project.settings or {}), "draft_new_items": False})
+        )
+    train_project(settings, project_id)
+    job = submit(
+        settings,
+        kind="ingest",
+        project_id=project_id,
+        params={"project_id": project_id, "paths": [str(more)], "chunk_size": chunk},
+        user_id=user_id,
+    )
+    job = wait_job(settings, job.id, 1800, log_dir)
+    added = int(job.result["imported"])
+    t0 = time.perf_counter()
+    job = request_prediction(settings, project_id, user_id=user_id, chunk_size=chunk)
+    job = wait_job(settings, job.id, 3600, log_dir)
+    seconds = time.perf_counter() - t0
+    if job.result["drafted"] != added:
+        raise RuntimeError(f"predict did not draft all {added} new items: {job.result}")
+    return seconds
+
+
 def measure(
-    count: int, folder: Path, n: int, chunk: int, members: list[str], *, pin: bool
+    count: int, folder: Path, more: Path, n: int, chunk: int, members: list[str], *, pin: bool
 ) -> dict[str, Any]:
     from loupe.jobs.core import submit
 
@@ -256,12 +320,16 @@ def measure(
                 embed_s = time.perf_counter() - t0
                 if job.result["unreadable"] or job.result["items"] != n:
                     raise RuntimeError(f"embedding did not cover all {n} items: {job.result}")
+                chunks = job.result["chunks"]
+                predict_s = measure_predict(settings, user_id, project_id, more, chunk, Path(tmp))
             return {
                 "ingest": n / ingest_s,
                 "embed": n / embed_s,
+                "predict": n / predict_s,
                 "ingest_s": ingest_s,
                 "embed_s": embed_s,
-                "chunks": job.result["chunks"],
+                "predict_s": predict_s,
+                "chunks": chunks,
             }
         finally:
             flush_queue(settings)
@@ -288,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     folder = HERE / ".cache" / f"ingest-{args.n}"
     print(f"preparing {args.n} images in {folder} (skimage.data photos) ...", flush=True)
     make_images(folder, args.n)
+    more = HERE / ".cache" / f"ingest-{args.n}-more"
+    make_images(more, args.n, first=args.n)
     print(f"PostgreSQL {PG_ADMIN_URL.rpartition('/')[0]}/<fresh>, Redis {REDIS_URL}", flush=True)
     modes = {"no": [False], "yes": [True], "both": [False, True]}[args.pin]
     for pin in modes:
@@ -299,16 +369,19 @@ def main(argv: list[str] | None = None) -> int:
         )
         results: dict[int, dict[str, Any]] = {}
         for count in args.workers:
-            res = results[count] = measure(count, folder, args.n, args.chunk, args.members, pin=pin)
+            res = results[count] = measure(
+                count, folder, more, args.n, args.chunk, args.members, pin=pin
+            )
             print(
                 f"  {count} worker(s): ingest {res['ingest']:7.1f} images/s"
                 f" ({res['ingest_s']:.1f} s)   embed {'+'.join(args.members)}"
                 f" {res['embed']:6.1f} images/s ({res['embed_s']:.1f} s, {res['chunks']} chunks)"
+                f"   predict {res['predict']:6.1f} images/s ({res['predict_s']:.1f} s)"
                 f"   load average {os.getloadavg()[0]:.1f}",
                 flush=True,
             )
         if 1 in results and 2 in results:
-            for key in ("ingest", "embed"):
+            for key in ("ingest", "embed", "predict"):
                 ratio = results[2][key] / results[1][key]
                 verdict = "ok" if ratio >= TARGET_RATIO else "MISSED"
                 print(

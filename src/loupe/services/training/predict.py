@@ -289,16 +289,24 @@ def predict_chunk(settings: Settings, ctx: JobContext, params: dict[str, Any]) -
         kind = _kind(project)
         version = _version(db, project, int(params["version_id"]))
         saved = _saved(db, version)
-        wanted = set(undrafted_ids(db, project_id, version.id))
+        chunk_ids = [int(i) for i in params["item_ids"]]
+        drafted = set(
+            db.scalars(
+                select(Prediction.item_id).where(
+                    Prediction.model_version_id == version.id, Prediction.item_id.in_(chunk_ids)
+                )
+            )
+        )
         sources = {
             row.id: (row.files or row.uri)
             for row in db.execute(
                 select(Item.id, Item.uri, Item.files).where(
-                    Item.id.in_([int(i) for i in params["item_ids"]])
+                    Item.id.in_(chunk_ids), Item.status != "error"
                 )
             )
         }
-    ids = [int(i) for i in params["item_ids"] if int(i) in wanted and int(i) not in failed]
+    # still there, readable, not drafted meanwhile (a retried chunk, another job)
+    ids = [i for i in chunk_ids if i in sources and i not in drafted and i not in failed]
     ctx.check_cancelled()
     found = {
         name: _member_rows(settings, project_id, parent, index, name, ids) for name in saved.members
