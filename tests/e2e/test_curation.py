@@ -8,9 +8,11 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.e2e
@@ -54,7 +56,7 @@ def retrain(page: Any, *, see_progress: bool = True) -> None:
     expect(page.get_by_test_id("train-state")).to_have_text("Model trained")
 
 
-def test_curation_flow(page: Any, live_server: Any, folder: Any, shot: Any) -> None:
+def test_curation_flow(page: Any, live_server: Any, folder: Any, shot: Any, tmp_path: Path) -> None:
     # Log in (a protected URL sends you to the login page first).
     page.goto("/")
     expect(page).to_have_url(re.compile(r"/login"))
@@ -243,8 +245,28 @@ def test_curation_flow(page: Any, live_server: Any, folder: Any, shot: Any) -> N
     assert v1["number"] == 1
     assert all(it["draft"]["model_version_id"] == v1["id"] for it in items(api, project_id))
 
-    # A case filter shows only that case's items.
+    # With drafting of new items on again, an uploaded image is drafted by the active
+    # model without a retraining (the worker's sweep starts a predict job); the page
+    # follows the job and shows the draft without a reload.
+    r = api.patch(f"/api/projects/{project_id}", json={"settings": {"draft_new_items": True}})
+    assert r.status_code == 200, r.text
     page.get_by_role("link", name="Blood cells E2E").click()
+    expect(tiles).to_have_count(12)
+    source = sorted(p for p in Path(folder).rglob("*") if p.is_file())[0]
+    fresh = tmp_path / f"new-{source.stem}.png"
+    Image.open(source).convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(fresh)
+    page.once("dialog", lambda d: d.accept(""))
+    page.get_by_test_id("file-input").set_input_files(str(fresh))
+    expect(tiles).to_have_count(13, timeout=30_000)
+    expect(page.get_by_text("1 new item drafted by the model")).to_be_visible(timeout=45_000)
+    new_id = max(it["id"] for it in items(api, project_id))
+    new_tile = page.locator(f"[data-item-id='{new_id}']")
+    expect(new_tile.get_by_test_id("draft-confidence")).to_have_text(re.compile(r"^\d+%$"))
+    (drafted_new,) = [it for it in items(api, project_id) if it["id"] == new_id]
+    assert drafted_new["draft"]["model_version_id"] == v1["id"]
+    assert drafted_new["annotation"] is None  # a draft, never a label
+
+    # A case filter shows only that case's items.
     nav.get_by_role("button", name=re.compile(r"^P-002")).click()
     expect(tiles).to_have_count(6)
     expect(page).to_have_url(re.compile(r"case=\d+"))

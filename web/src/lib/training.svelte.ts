@@ -11,8 +11,13 @@ export class Training {
   starting = $state(false);
   /** Called once per finished training (status done, failed or cancelled). */
   onFinished: (job: Job) => void = () => {};
+  /** Called when a `predict` job (new items drafted by the active model) finished. */
+  onDrafted: (job: Job) => void = () => {};
   private stop: (() => void) | null = null;
   private followed = 0;
+  private stopDrafts: (() => void) | null = null;
+  /** The newest `predict` job seen (null: not looked yet); later ones are new. */
+  private lastPredict: number | null = null;
 
   constructor(projectId: number) {
     this.projectId = projectId;
@@ -55,6 +60,53 @@ export class Training {
     }
   }
 
+  private async newestPredict(): Promise<Job | undefined> {
+    const page = await api.get('/api/projects/{project_id}/jobs', {
+      path: { project_id: this.projectId },
+      query: { kind: 'predict', limit: 1 },
+    });
+    return page.data[0];
+  }
+
+  /** Before items are added: remember the newest `predict` job, so that the one the
+   * workers start for the new items is recognised by `watchDrafts`. */
+  async markDrafts(): Promise<void> {
+    if (this.lastPredict !== null) return;
+    try {
+      this.lastPredict = (await this.newestPredict())?.id ?? 0;
+    } catch {
+      this.lastPredict = 0;
+    }
+  }
+
+  /** After items were added: the workers draft them with the active model within
+   * seconds (a `predict` job); follow it and call `onDrafted` when it is done. Gives
+   * up after `waitMs` (no model, drafting off, or a training that drafts them). */
+  async watchDrafts(waitMs = 30_000): Promise<void> {
+    const deadline = Date.now() + waitMs;
+    while (Date.now() < deadline && !this.stopDrafts) {
+      try {
+        const job = await this.newestPredict();
+        if (job && job.id > (this.lastPredict ?? 0)) {
+          this.lastPredict = job.id;
+          if (TERMINAL.has(job.status)) {
+            if (job.status === 'done') this.onDrafted(job);
+            return;
+          }
+          this.stopDrafts = followJob(job.id, (j, ended) => {
+            if (!ended) return;
+            this.stopDrafts = null;
+            if (j.status === 'done') this.onDrafted(j);
+          });
+          return;
+        }
+      } catch {
+        /* try again */
+      }
+      await new Promise((r) => setTimeout(r, 1500));
+    }
+  }
+
   follow(job: Job): void {
     this.stop?.();
     this.job = job;
@@ -72,5 +124,7 @@ export class Training {
   close(): void {
     this.stop?.();
     this.stop = null;
+    this.stopDrafts?.();
+    this.stopDrafts = null;
   }
 }
