@@ -22,23 +22,6 @@ from loupe.db.models import Annotation, Item, Job, Prediction
 from loupe.db.session import session_scope
 
 
-def _more_tiles(root: Path, per_class: int) -> None:
-    """Tiles of the same textures that the project does not have yet (rows 2-3 of
-    each source image; ``_tiles`` cuts rows 0-1)."""
-    from skimage import data
-
-    for cls, name in SOURCES.items():
-        image = np.asarray(getattr(data, name)())
-        if name == "retina":
-            image = image[300:1100, 300:1100]
-        folder = root / cls
-        folder.mkdir(parents=True, exist_ok=True)
-        for k in range(per_class):
-            r, col = divmod(k + 8, 4)
-            tile = np.ascontiguousarray(image[r * 96 : r * 96 + 96, col * 96 : col * 96 + 96])
-            Image.fromarray(tile).save(folder / f"new_{cls}_{k:02d}.png")
-
-
 def _drafts(settings: Any, version_id: int) -> dict[int, Prediction]:
     with session_scope(settings.db_url, write=False) as db:
         rows = {
@@ -140,7 +123,7 @@ def test_new_items_are_drafted_and_a_persons_label_is_kept(
     vid = classify_project["job"]["result"]["model_version_id"]
     assert draft_sweep(settings) == []  # every item has its draft
     new = tmp_path / "new"
-    _more_tiles(new, per_class=6)
+    _tiles(new, per_class=6, start=8)
     rng = np.random.default_rng(0)
     noise = new / "noise"
     noise.mkdir()
@@ -204,7 +187,7 @@ def test_drafting_off_unreadable_items_and_no_version(
     c, pid = classify_project["c"], classify_project["pid"]
     vid = classify_project["job"]["result"]["model_version_id"]
     new = tmp_path / "more"
-    _more_tiles(new, per_class=2)
+    _tiles(new, per_class=2, start=8)
     assert ingest_paths(settings, pid, [new]).imported == 6
     r = c.patch(f"/api/projects/{pid}", json={"settings": {"draft_new_items": False}})
     assert r.status_code == 200, r.text

@@ -21,8 +21,9 @@ SOURCES = {"neutrophil": "immunohistochemistry", "lymphocyte": "retina", "monocy
 STRATEGIES = {"uncertain", "diverse", "hybrid", "oddities", "band", "flagged", "random", "mistakes"}
 
 
-def _tiles(root: Path, per_class: int = 8) -> dict[str, Path]:
-    """Tiles per class, plus near-duplicates of two of them (``dup_*``)."""
+def _tiles(root: Path, per_class: int = 8, *, start: int = 0) -> dict[str, Path]:
+    """Tiles per class, plus near-duplicates of two of them (``dup_*``); ``start``
+    cuts tiles further down each image (8: rows 2-3, none of the default tiles)."""
     from skimage import data
 
     dups: dict[str, Path] = {}
@@ -32,7 +33,7 @@ def _tiles(root: Path, per_class: int = 8) -> dict[str, Path]:
             image = image[300:1100, 300:1100]
         folder = root / cls
         folder.mkdir(parents=True, exist_ok=True)
-        for k in range(per_class):
+        for k in range(start, start + per_class):
             r, c = divmod(k, 4)
             tile = np.ascontiguousarray(image[r * 96 : r * 96 + 96, c * 96 : c * 96 + 96])
             path = folder / f"{cls}_{k:02d}.png"

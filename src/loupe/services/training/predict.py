@@ -49,9 +49,11 @@ from loupe.services.training.chunks import (
     finish_embedding,
     member_store,
 )
+from loupe.services.training.predictions import version_of
 from loupe.settings import Settings
 from loupe.tasks import kind_of
 from loupe.tasks.embedding import EmbeddingTaskKind, SavedVersion
+from loupe.tasks.predictions import prediction_values
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +81,7 @@ def _kind(project: Project) -> EmbeddingTaskKind:
 
 
 def _version(db: Any, project: Project, version_id: int | None) -> ModelVersion:
-    vid = version_id or active_version_id(db, project.id)
-    if vid is None:
-        raise LoupeError(ErrorCode.CONFLICT, "no active model version: train one first")
-    version = db.get(ModelVersion, vid)
-    if version is None or version.project_id != project.id:
-        raise LoupeError(ErrorCode.NOT_FOUND, f"model version {vid} not found")
+    version = version_of(db, project, version_id)
     if version.status != "ready" or not version.artifact_path:
         raise LoupeError(
             ErrorCode.CONFLICT, f"model version {version.number} is {version.status}, not ready"
@@ -349,24 +346,7 @@ def _insert_new(settings: Settings, project_id: int, version_id: int, rows: list
         )
         fresh = [r for r in rows if r.item_id not in taken]
         if fresh:
-            db.execute(
-                insert(Prediction),
-                [
-                    {
-                        "project_id": project_id,
-                        "item_id": r.item_id,
-                        "model_version_id": version_id,
-                        "label": r.label,
-                        "confidence": r.confidence,
-                        "uncertainty": r.uncertainty,
-                        "flagged": r.flagged,
-                        "flag_reason": r.flag_reason,
-                        "output": r.output,
-                        "members": r.members,
-                    }
-                    for r in fresh
-                ],
-            )
+            db.execute(insert(Prediction), prediction_values(project_id, version_id, fresh))
     return len(fresh)
 
 

@@ -33,6 +33,18 @@ def _value_of(project: Project, pred: Prediction) -> labels.LabelValue:
     return kind_of(project.task).label_from_draft(draft, item_id=pred.item_id)
 
 
+def version_of(db: Session, project: Project, version_id: int | None) -> ModelVersion:
+    """The project's model version ``version_id`` (default: the active one): 409 when
+    there is none, 404 when it is not this project's."""
+    vid = version_id or active_version_id(db, project.id)
+    if vid is None:
+        raise LoupeError(ErrorCode.CONFLICT, "no active model version: train one first")
+    version = db.get(ModelVersion, vid)
+    if version is None or version.project_id != project.id:
+        raise LoupeError(ErrorCode.NOT_FOUND, f"model version {vid} not found")
+    return version
+
+
 def accept(
     db: Session,
     project: Project,
@@ -55,12 +67,8 @@ def accept(
     accepted in bulk: it is reported as a ``novel`` conflict; a person accepts
     it one at a time after looking at it (``include_novel=True``).
     """
-    vid = version_id or active_version_id(db, project.id)
-    if vid is None:
-        raise LoupeError(ErrorCode.CONFLICT, "no active model version: train one first")
-    version = db.get(ModelVersion, vid)
-    if version is None or version.project_id != project.id:
-        raise LoupeError(ErrorCode.NOT_FOUND, f"model version {vid} not found")
+    version = version_of(db, project, version_id)
+    vid = version.id
     preds = {
         p.item_id: p
         for p in db.scalars(
