@@ -1022,6 +1022,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/projects/{project_id}/segment/items/{item_id}/mask/region": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Put Mask Region
+         * @description Paste a region of the mask (8-bit label values, w x h px at column ``x``, row
+         *     ``y``) into the stored mask (zeros when none): a brush edit on a big image without
+         *     sending the whole mask. 422 outside the image or for unknown values; 409 when stale.
+         */
+        put: operations["put_mask_region_api_projects__project_id__segment_items__item_id__mask_region_put"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/projects/{project_id}/segment/items/{item_id}/mask.png": {
         parameters: {
             query?: never;
@@ -6046,6 +6068,58 @@ export interface operations {
     put_mask_api_projects__project_id__segment_items__item_id__mask_put: {
         parameters: {
             query: {
+                /** @description the annotation version the edit started from */
+                version: number;
+            };
+            header?: never;
+            path: {
+                item_id: number;
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "image/png": string;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SegmentAnnotationPublic"];
+                };
+            };
+            /** @description The database is busy: send the request again after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An error: detail.code names it, detail.message explains it */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    put_mask_region_api_projects__project_id__segment_items__item_id__mask_region_put: {
+        parameters: {
+            query: {
+                /** @description column of the region's left edge */
+                x: number;
+                /** @description row of the region's top edge */
+                y: number;
                 /** @description the annotation version the edit started from */
                 version: number;
             };

@@ -6,6 +6,8 @@ Contract shared with ``web/src/tasks/segment/`` (changes are noted here first):
   (409 stale version; 422 point/scribble outside the image or unknown class value);
 - ``PUT /items/{item_id}/mask?version=N`` (body: PNG of label values) and
   ``GET /items/{item_id}/mask.png``;
+- ``PUT /items/{item_id}/mask/region?x=&y=&version=N`` (body: PNG of a w x h region of
+  label values pasted at column x, row y; 422 outside the image);
 - ``GET /items/{item_id}/preview.jpg?max_size=`` (the image downscaled for the editor's
   base layer: big TIFFs are read from a pyramid level, never whole);
 - ``GET /items/{item_id}/heatmap.png?layer=probability|uncertainty&value=V&max_size=``
@@ -112,6 +114,44 @@ def put_mask(
     """Store the whole edited mask (8-bit label values, the image's size) losslessly."""
     ann = payload.save_mask(
         db, settings, project, item_id, version=version, mask=bytes(body), user_id=user.id
+    )
+    return _public(ann)
+
+
+@router.put(
+    "/items/{item_id}/mask/region",
+    response_model=SegmentAnnotationPublic,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {PNG: {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
+def put_mask_region(
+    item_id: Id,
+    body: Annotated[bytes, Body(media_type=PNG)],
+    project: AnnotatorProject,
+    user: CurrentUser,
+    db: SessionDep,
+    settings: SettingsDep,
+    x: int = Query(ge=0, description="column of the region's left edge"),
+    y: int = Query(ge=0, description="row of the region's top edge"),
+    version: int = Query(ge=0, description="the annotation version the edit started from"),
+) -> SegmentAnnotationPublic:
+    """Paste a region of the mask (8-bit label values, w x h px at column ``x``, row
+    ``y``) into the stored mask (zeros when none): a brush edit on a big image without
+    sending the whole mask. 422 outside the image or for unknown values; 409 when stale."""
+    ann = payload.save_mask_region(
+        db,
+        settings,
+        project,
+        item_id,
+        x=x,
+        y=y,
+        version=version,
+        region=bytes(body),
+        user_id=user.id,
     )
     return _public(ann)
 

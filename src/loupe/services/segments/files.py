@@ -152,8 +152,9 @@ def channel_axis(image: np.ndarray) -> int | None:
 # --- masks --------------------------------------------------------------------------------
 
 
-def decode_mask(data: bytes, shape: tuple[int, int]) -> np.ndarray:
-    """A PNG / TIFF of label values as a ``shape`` uint8 array (INVALID otherwise)."""
+def decode_mask(data: bytes, shape: tuple[int, int] | None) -> np.ndarray:
+    """A PNG / TIFF of label values as a ``shape`` uint8 array (INVALID otherwise);
+    ``shape=None`` takes any 2-D size (a region of a mask, placed by the caller)."""
     if len(data) > MAX_MASK_BYTES:
         raise LoupeError(ErrorCode.TOO_LARGE, f"mask file over {MAX_MASK_BYTES} bytes")
     try:
@@ -173,7 +174,7 @@ def decode_mask(data: bytes, shape: tuple[int, int]) -> np.ndarray:
         raise
     except Exception as exc:
         raise LoupeError(ErrorCode.INVALID, f"the mask is not a readable PNG/TIFF: {exc}") from exc
-    if mask.ndim != 2 or mask.shape != shape:
+    if mask.ndim != 2 or (shape is not None and mask.shape != shape):
         raise LoupeError(
             ErrorCode.INVALID, f"mask shape {mask.shape} differs from the image shape {shape}"
         )

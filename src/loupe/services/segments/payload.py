@@ -5,6 +5,8 @@ The payload lives in ``Annotation.data`` and every change goes through
 
 ``{"axes": "YX", "width", "height", "points": [{"x", "y", "value", "source"}],
 "scribbles": [{"value", "width", "path": [[x, y], ...]}], "mask": "masks/<item>/<sha>.png"}``
+plus ``"mask_region": {"x", "y", "width", "height"}`` when the change pasted a region
+of the mask (:func:`save_mask_region`): the audit event's ``after`` records the box.
 
 ``kind`` is ``mask`` when a mask file is referenced, ``points`` otherwise. Point and
 path coordinates are pixels, x = column, y = row. Mask files are content-addressed and
@@ -48,6 +50,7 @@ class SegmentAnnotation:
     has_mask: bool = False
     origin: str | None = None
     mask: str | None = None
+    mask_region: dict[str, int] | None = None
 
 
 def class_values(project: Project) -> dict[int, str]:
@@ -89,6 +92,7 @@ def _view(item_id: int, rows: int, cols: int, ann: Annotation | None) -> Segment
         has_mask=bool(live and data.get("mask")),
         origin=ann.origin if live else None,
         mask=data.get("mask") if live else None,
+        mask_region=data.get("mask_region") if live else None,
     )
 
 
@@ -169,6 +173,7 @@ def _write(
     expected_version: int | None,
     origin: str,
     model_version_id: int | None = None,
+    mask_region: dict[str, int] | None = None,
 ) -> SegmentAnnotation:
     data: dict[str, Any] = {
         "axes": "YX",
@@ -178,6 +183,8 @@ def _write(
         "scribbles": scribbles,
         "mask": mask,
     }
+    if mask_region is not None:
+        data["mask_region"] = mask_region
     value = LabelValue(kind="mask" if mask else "points", data=data)
     ann = write(  # validates the value against the project's kind
         db,
@@ -239,12 +246,105 @@ def save_mask(
     """Store a mask (PNG/TIFF bytes or a uint8 array) as the item's mask file."""
     _item_row, rows, cols = _item(db, project, item_id)
     array = files.decode_mask(mask, (rows, cols)) if isinstance(mask, bytes) else mask
+    _check_label_values(array, project, "mask")
+    return _store_mask(
+        db,
+        settings,
+        project,
+        item_id,
+        rows,
+        cols,
+        array,
+        version=version,
+        user_id=user_id,
+        origin=origin,
+        model_version_id=model_version_id,
+    )
+
+
+def save_mask_region(
+    db: Session,
+    settings: Settings,
+    project: Project,
+    item_id: int,
+    *,
+    x: int,
+    y: int,
+    version: int | None,
+    region: bytes,
+    user_id: int | None,
+) -> SegmentAnnotation:
+    """Paste a ``h x w`` PNG/TIFF of label values at column ``x``, row ``y`` of the item's
+    mask (zeros when it has none) and store the result like :func:`save_mask`.
+
+    A brush stroke on a big slide changes a few thousand pixels; the browser sends only
+    their bounding box instead of the whole mask. The payload's ``mask_region``
+    (``{"x", "y", "width", "height"}``) records the pasted box in this change's audit
+    event; 422 when the region leaves the image or has unknown label values, 409 on a
+    stale version.
+    """
+    _item_row, rows, cols = _item(db, project, item_id)
+    patch = files.decode_mask(region, None)
+    h, w = patch.shape
+    if not (w > 0 and h > 0 and x >= 0 and y >= 0 and x + w <= cols and y + h <= rows):
+        raise LoupeError(
+            ErrorCode.INVALID,
+            f"mask region {w} x {h} at ({x}, {y}) is outside the {cols} x {rows} image",
+        )
+    _check_label_values(patch, project, "mask region")
+    current = _view(item_id, rows, cols, _current(db, item_id))
+    if current.mask:
+        array = np.array(files.read_mask(settings, project.id, current.mask), dtype=np.uint8)
+        if array.shape != (rows, cols):
+            raise LoupeError(
+                ErrorCode.CONFLICT,
+                f"the stored mask of item {item_id} is {array.shape}, not the image's "
+                f"{(rows, cols)}; save the whole mask instead",
+            )
+    else:
+        array = np.zeros((rows, cols), np.uint8)
+    array[y : y + h, x : x + w] = patch
+    return _store_mask(
+        db,
+        settings,
+        project,
+        item_id,
+        rows,
+        cols,
+        array,
+        version=version,
+        user_id=user_id,
+        origin=HUMAN,
+        region={"x": x, "y": y, "width": w, "height": h},
+    )
+
+
+def _check_label_values(array: np.ndarray, project: Project, what: str) -> None:
     known = class_values(project)
     unknown = sorted(set(files.label_values(array)) - set(known))
     if unknown:
         raise LoupeError(
-            ErrorCode.INVALID, f"mask has label values {unknown[:10]} not in {sorted(known)}"
+            ErrorCode.INVALID, f"{what} has label values {unknown[:10]} not in {sorted(known)}"
         )
+
+
+def _store_mask(
+    db: Session,
+    settings: Settings,
+    project: Project,
+    item_id: int,
+    rows: int,
+    cols: int,
+    array: np.ndarray,
+    *,
+    version: int | None,
+    user_id: int | None,
+    origin: str,
+    model_version_id: int | None = None,
+    region: dict[str, int] | None = None,
+) -> SegmentAnnotation:
+    """Write a checked, image-sized mask file and make it the item's mask (one version,
+    one audit event); the points and scribbles are kept."""
     rel = files.store_mask(settings, project.id, item_id, array)
     current = _view(item_id, rows, cols, _current(db, item_id))
     return _write(
@@ -260,6 +360,8 @@ def save_mask(
         expected_version=version,
         origin=origin,
         model_version_id=model_version_id,
+        # An unchanged mask keeps the payload as it is: no version, no event.
+        mask_region=region if rel != current.mask else current.mask_region,
     )
 
 

@@ -83,6 +83,20 @@ export async function putMask(projectId: number, itemId: number, version: number
   return json(await send('PUT', url, { body }));
 }
 
+/** Save a box of an edited mask: `png` holds its label values, pasted at (rect.x, rect.y). */
+export async function putMaskRegion(
+  projectId: number,
+  itemId: number,
+  version: number,
+  rect: { x: number; y: number },
+  png: Blob,
+): Promise<SegAnnotation> {
+  const query = `x=${Number(rect.x)}&y=${Number(rect.y)}&version=${Number(version)}`;
+  const url = `${itemBase(projectId, itemId)}/mask/region?${query}`;
+  const body = png.type === 'image/png' ? png : new Blob([png], { type: 'image/png' });
+  return json(await send('PUT', url, { body }));
+}
+
 export const maskUrl = (projectId: number, itemId: number, rev: number): string =>
   `${itemBase(projectId, itemId)}/mask.png?rev=${rev}`;
 

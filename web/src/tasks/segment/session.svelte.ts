@@ -3,8 +3,11 @@
 // one at a time (each answer carries the next version for optimistic locking);
 // a 409 (someone saved meanwhile) reloads the server's version number and
 // extracted points and retries once with this user's human labels.
+// Brush edits are sent as the box around what changed since the last save (PUT
+// .../mask/region) while it is under half the image: on a big slide a stroke is a
+// few kilobytes instead of the whole mask.
 import { ApiError, messageOf } from '../../lib/api';
-import { decodeMask, encodeMask, LabelMask } from './mask';
+import { decodeMask, encodeMask, LabelMask, union, type Rect } from './mask';
 import {
   acceptMask,
   extractPoints,
@@ -12,6 +15,7 @@ import {
   maskUrl,
   putAnnotation,
   putMask,
+  putMaskRegion,
   type ExtractOptions,
   type SegAnnotation,
   type SegPoint,
@@ -40,7 +44,8 @@ export class SegSession {
   scribbles = $state<SegScribble[]>([]);
   hasMask = $state(false);
   origin = $state<SegAnnotation['origin']>(null);
-  /** Bumped whenever `mask` changed, so the view repaints it. */
+  /** Bumped whenever `mask` was replaced or restored, so the view repaints all of it
+   * (brush strokes repaint their own box and do not bump it). */
   maskRev = $state(0);
   mask: LabelMask | null = null;
   saveState = $state<SaveState>('idle');
@@ -51,7 +56,8 @@ export class SegSession {
 
   private undoStack: Snapshot[] = [];
   private labelsDirty = false;
-  private maskDirty = false;
+  /** The box of the mask edits not yet saved; `all` after an undo restored a snapshot. */
+  private maskDirty: Rect | 'all' | null = null;
   private timer: ReturnType<typeof setTimeout> | null = null;
   private chain: Promise<void> = Promise.resolve();
 
@@ -116,7 +122,7 @@ export class SegSession {
     if (s.mask && this.mask) {
       this.mask.data = s.mask;
       this.maskRev++;
-      this.maskDirty = true;
+      this.maskDirty = 'all'; // simple and correct: the snapshot may differ anywhere
     }
     this.schedule();
     return true;
@@ -153,10 +159,15 @@ export class SegSession {
     return this.mask;
   }
 
-  maskEdited(): void {
-    this.maskDirty = true;
-    this.maskRev++;
+  /** The brush or eraser changed the pixels in `rect` (the view has repainted them). */
+  maskEdited(rect: Rect): void {
+    this.markMaskDirty(rect);
     this.schedule();
+  }
+
+  private markMaskDirty(rect: Rect | 'all' | null): void {
+    if (!rect || this.maskDirty === 'all') return;
+    this.maskDirty = rect === 'all' ? 'all' : union(this.maskDirty, rect);
   }
 
   private changed(): void {
@@ -194,9 +205,14 @@ export class SegSession {
         this.onsaved();
       }
       if (this.maskDirty && this.mask) {
-        this.maskDirty = false;
-        const png = await encodeMask(this.mask);
-        await this.retryOnConflict(() => putMask(this.projectId, this.itemId, this.version, png));
+        const dirty = this.maskDirty;
+        this.maskDirty = null;
+        try {
+          await this.saveMask(this.mask, dirty);
+        } catch (e) {
+          this.markMaskDirty(dirty); // sent again with the next save
+          throw e;
+        }
         this.origin = 'human';
         this.onsaved();
       }
@@ -205,6 +221,21 @@ export class SegSession {
       this.saveState = 'error';
       this.error = `Not saved: ${messageOf(e)}`;
     }
+  }
+
+  /**
+   * Send the edited box alone when it is under half the image, else the whole mask.
+   * The server pastes a region into its mask, or into zeros when it has none: the local
+   * mask starts as zeros too (editableMask), so both agree outside the box.
+   */
+  private async saveMask(mask: LabelMask, dirty: Rect | 'all'): Promise<void> {
+    if (dirty !== 'all' && dirty.width * dirty.height * 2 < mask.width * mask.height) {
+      const png = await encodeMask(mask.crop(dirty));
+      await this.retryOnConflict(() => putMaskRegion(this.projectId, this.itemId, this.version, dirty, png));
+      return;
+    }
+    const png = await encodeMask(mask);
+    await this.retryOnConflict(() => putMask(this.projectId, this.itemId, this.version, png));
   }
 
   private async retryOnConflict(put: () => Promise<SegAnnotation>): Promise<void> {
