@@ -1,8 +1,8 @@
 """2-D segmentation in the browser: a segment project made on the New project page,
 a real image (scikit-image's ``coins``), foreground/background clicks and a stroke
-placed with the mouse and saved (checked through the API), undo, then training,
-the heatmap layers, point extraction, accepting the prediction as the mask, and
-a brush correction of that mask."""
+placed with the mouse and saved (checked through the API), undo (of a stroke, and of a
+brush stroke on a new mask), then training, the heatmap layers, point extraction,
+accepting the prediction as the mask, and a brush correction of that mask, undone."""
 
 from __future__ import annotations
 
@@ -81,6 +81,29 @@ def wait_for(api: Any, pid: int, iid: int, ok: Any, what: str, timeout: float = 
         time.sleep(0.2)
 
 
+def mask_png(api: Any, pid: int, iid: int) -> np.ndarray:
+    """The item's saved mask, as label values."""
+    from PIL import Image
+
+    r = api.get(f"/api/projects/{pid}/segment/items/{iid}/mask.png")
+    r.raise_for_status()
+    return np.asarray(Image.open(io.BytesIO(r.content)))
+
+
+def wait_mask(api: Any, pid: int, iid: int, ok: Any, what: str, timeout: float = 15) -> np.ndarray:
+    """Poll the saved mask (404 until the first one is saved) until ``ok(mask)``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        has_mask = annotation(api, pid, iid)["has_mask"]
+        mask = mask_png(api, pid, iid) if has_mask else None
+        if mask is not None and ok(mask):
+            return mask
+        if time.monotonic() > deadline:
+            got = np.unique(mask, return_counts=True) if mask is not None else "no mask"
+            raise AssertionError(f"{what}: {got}")
+        time.sleep(0.2)
+
+
 def human(a: dict[str, Any]) -> list[dict[str, Any]]:
     return [p for p in a["points"] if p["source"] == "human"]
 
@@ -152,6 +175,24 @@ def test_segment_points_strokes_undo(
     click_pixel(page, *fg_px[0])
     a = wait_for(api, pid, iid, lambda a: len(human(a)) == 5, "a point erased")
     assert (fg_px[0][0], fg_px[0][1], 1) not in {(p["x"], p["y"], p["value"]) for p in human(a)}
+
+    # A brush stroke makes the item's first mask; undo takes it back to background
+    # (the server keeps an all-zero mask) and leaves the points alone.
+    page.keyboard.press("m")
+    page.keyboard.press("1")
+    bx, by = deep_pixels(~fg, 1, seed=8)[0]
+    page.mouse.move(*to_screen(page, bx, by))
+    page.mouse.down()
+    page.mouse.move(*to_screen(page, bx + 0.4, by + 0.4))
+    page.mouse.up()
+    brushed = wait_mask(api, pid, iid, lambda m: m[by, bx] == 1, "the brushed mask")
+    assert 0 < (brushed > 0).sum() < 400
+    expect(page.get_by_test_id("save-state")).to_have_text("Saved")
+    page.keyboard.press("z")
+    wait_mask(api, pid, iid, lambda m: not m.any(), "the brush stroke undone")
+    expect(page.get_by_test_id("save-state")).to_have_text("Saved")
+    a = annotation(api, pid, iid)
+    assert a["has_mask"] and len(human(a)) == 5
 
     # After a reload the editor shows what the server has.
     open_editor(page, pid, iid)
@@ -247,6 +288,10 @@ def test_segment_train_heatmap_extract_accept_brush(
     changed = mask2 != mask
     assert 0 < changed.sum() < 400  # a disk of width 8, nothing else
     shot(page, "segment-mask")
+    # Undo puts the accepted mask back exactly.
+    expect(page.get_by_test_id("save-state")).to_have_text("Saved")
+    page.keyboard.press("z")
+    wait_mask(api, pid, iid, lambda m: np.array_equal(m, mask), "the brush stroke undone")
 
     # Stop: a second training is cancelled; the first model (and its heatmap) stays.
     # (No early stop this time, so the run cannot end before Stop is pressed.)

@@ -2,7 +2,8 @@
 zooming in loads only the visible DeepZoom tiles, the tiles show the right pixels
 where the image coordinates say, and a click lands on the full-resolution pixel.
 The mask is drawn as a downsampled overview plus a full-resolution canvas of the
-zoomed-in part, and a brush stroke is saved as its region, not as the whole mask."""
+zoomed-in part, and a brush stroke is saved as its region, not as the whole mask; so
+is its undo, which puts back only the tiles the stroke wrote into."""
 
 from __future__ import annotations
 
@@ -110,6 +111,21 @@ def _wait_painted(page: Any, testid: str, x: int, y: int) -> None:
     )
 
 
+def _mask(api: Any, pid: int, iid: int) -> np.ndarray:
+    r = api.get(f"/api/projects/{pid}/segment/items/{iid}/mask.png")
+    r.raise_for_status()
+    return np.asarray(Image.open(io.BytesIO(r.content)))
+
+
+def _wait_cleared(page: Any, testid: str, x: int, y: int) -> None:
+    """Wait until canvas pixel (x, y) of the canvas ``testid`` is transparent again."""
+    page.wait_for_function(
+        "([id, x, y]) => { const c = document.querySelector(`[data-testid=${id}]`);"
+        " return !!c && c.getContext('2d').getImageData(x, y, 1, 1).data[3] === 0; }",
+        arg=[testid, x, y],
+    )
+
+
 def test_big_mask_overview_detail_and_region_save(
     page: Any, live_server: Any, ui_login: Any, tmp_path: Path
 ) -> None:
@@ -209,3 +225,46 @@ def test_big_mask_overview_detail_and_region_save(
     bare = _screen_rgb(page, cx + 10.5, cy + 7.5)
     assert np.abs(painted - bare).sum() > 60, (painted, bare)
     assert np.abs(next_to - bare).sum() < 40, (next_to, bare)
+
+    # A second stroke, across the first one, is saved; then undo (key Z) sends the
+    # restored box by the region route again (never the whole mask), the server's mask
+    # is the first stroke's alone once more (where they cross too), and the canvas no
+    # longer shows the second stroke.
+    page.keyboard.press("m")
+    page.keyboard.press("1")
+    with page.expect_request(
+        lambda r: r.method == "PUT" and "/mask/region" in r.url, timeout=30_000
+    ) as info:
+        page.mouse.move(*to_screen(page, cx + 10.5, cy - 15.5))
+        page.mouse.down()
+        page.mouse.move(*to_screen(page, cx + 10.5, cy + 15.5), steps=6)
+        page.mouse.up()
+    assert info.value.response().ok
+    expect(page.get_by_test_id("save-state")).to_have_text("Saved", timeout=30_000)
+    crossed = _mask(api, pid, iid)
+    assert crossed[cy - 12, cx + 10] == 1 and crossed[cy + 12, cx + 10] == 1
+    assert (crossed != mask).sum() > 100
+    _wait_painted(page, "seg-mask-detail", cx + 10 - x0, cy - 12 - y0)
+
+    puts.clear()
+    with page.expect_request(
+        lambda r: r.method == "PUT" and "/mask/region" in r.url, timeout=30_000
+    ) as info:
+        page.keyboard.press("z")
+    request = info.value
+    assert request.response().ok
+    expect(page.get_by_test_id("save-state")).to_have_text("Saved", timeout=30_000)
+    assert not [u for u in puts if urlparse(u).path.endswith("/mask")], puts
+    query = parse_qs(urlparse(request.url).query)
+    ux, uy = int(query["x"][0]), int(query["y"][0])
+    assert ux <= cx + 10 and uy <= cy - 12, (ux, uy)
+    undone = _mask(api, pid, iid)
+    assert undone[cy - 12, cx + 10] == 0 and undone[cy + 12, cx + 10] == 0
+    assert undone[cy, cx + 10] == 1  # the first stroke, under the second one
+    assert np.array_equal(undone, mask)
+    # (the box sent back is the second stroke's, not the 5000 x 6000 mask)
+    history = api.get(f"/api/projects/{pid}/items/{iid}/history").json()["data"]
+    sent = history[-1]["after"]["data"]["mask_region"]
+    assert (sent["x"], sent["y"]) == (ux, uy) and sent["width"] * sent["height"] < 2_000, sent
+    _wait_cleared(page, "seg-mask-detail", cx + 10 - x0, cy - 12 - y0)
+    _wait_painted(page, "seg-mask-detail", cx + 2 - x0, cy - y0)

@@ -5,11 +5,39 @@
 // The server stores label values, so the PNG is encoded here byte-exactly
 // (canvas.toBlob would write RGBA and may colour-manage it); zlib comes from the
 // browser's CompressionStream('deflate').
+// Undo of a stroke is copy-on-write by tiles (beginUndo/endUndo/restore): the first write
+// into a 256 x 256 tile during a stroke keeps that tile's old bytes, so an undo step costs
+// what the stroke touched (a few tiles), not a copy of a slide's 144 MB mask.
+
+/** Side of the tiles whose old bytes an undo record keeps (a power of two). */
+export const UNDO_TILE = 256;
+const TILE_SHIFT = Math.log2(UNDO_TILE);
+
+/**
+ * What one edit changed, to undo it (LabelMask.endUndo): the old bytes of each tile it
+ * wrote into, and the box of the pixels it changed.
+ */
+export interface MaskUndo {
+  /** Tile index (tile row * tiles across + tile column) -> the tile's bytes before the
+   * edit, row by row over the tile's width (clipped at the mask's edge); null when the
+   * tile was all background (nothing to keep: a fresh mask costs no memory). */
+  readonly tiles: Map<number, Uint8Array | null>;
+  /** The box of the pixels the edit changed (inside the saved tiles). */
+  readonly changed: Rect;
+}
+
+/** The undo record being filled: `saved[t]` marks tile t as kept already. */
+interface OpenUndo {
+  tiles: Map<number, Uint8Array | null>;
+  saved: Uint8Array;
+  changed: Rect | null;
+}
 
 export class LabelMask {
   readonly width: number;
   readonly height: number;
   data: Uint8Array;
+  private undoing: OpenUndo | null = null;
 
   constructor(width: number, height: number, data?: Uint8Array) {
     this.width = width;
@@ -17,8 +45,73 @@ export class LabelMask {
     this.data = data ?? new Uint8Array(width * height);
   }
 
+  /** A copy of the whole mask (for whole-mask replacements, which are rare and explicit). */
   snapshot(): Uint8Array {
     return this.data.slice();
+  }
+
+  private get tilesAcross(): number {
+    return Math.ceil(this.width / UNDO_TILE);
+  }
+
+  /** Start recording the old bytes of what the next writes change (an open record is dropped). */
+  beginUndo(): void {
+    const tiles = this.tilesAcross * Math.ceil(this.height / UNDO_TILE);
+    this.undoing = { tiles: new Map(), saved: new Uint8Array(tiles), changed: null };
+  }
+
+  /** Stop recording; the record of what changed since beginUndo, or null when nothing did. */
+  endUndo(): MaskUndo | null {
+    const u = this.undoing;
+    this.undoing = null;
+    return u && u.changed ? { tiles: u.tiles, changed: u.changed } : null;
+  }
+
+  /**
+   * Put back what `record` saved, over the box it changed, and return that box (to repaint
+   * and to save). Records must be restored newest first, as an undo stack does: pixels of
+   * a saved tile that the edit left alone are then the same as the saved ones.
+   */
+  restore(record: MaskUndo): Rect {
+    const box = record.changed;
+    const across = this.tilesAcross;
+    for (const [t, old] of record.tiles) {
+      const tx = (t % across) * UNDO_TILE;
+      const ty = Math.floor(t / across) * UNDO_TILE;
+      const tw = Math.min(UNDO_TILE, this.width - tx);
+      const x0 = Math.max(tx, box.x);
+      const x1 = Math.min(tx + tw, box.x + box.width);
+      const y0 = Math.max(ty, box.y);
+      const y1 = Math.min(ty + UNDO_TILE, this.height, box.y + box.height);
+      if (x1 <= x0) continue;
+      for (let row = y0; row < y1; row++) {
+        const k = row * this.width;
+        if (old) {
+          const src = (row - ty) * tw - tx;
+          this.data.set(old.subarray(src + x0, src + x1), k + x0);
+        } else this.data.fill(0, k + x0, k + x1);
+      }
+    }
+    return { ...box };
+  }
+
+  /** Keep tile `t`'s bytes in the open record before its first write. */
+  private saveTile(u: OpenUndo, t: number): void {
+    u.saved[t] = 1;
+    const across = this.tilesAcross;
+    const tx = (t % across) * UNDO_TILE;
+    const ty = Math.floor(t / across) * UNDO_TILE;
+    const tw = Math.min(UNDO_TILE, this.width - tx);
+    const th = Math.min(UNDO_TILE, this.height - ty);
+    const old = new Uint8Array(tw * th);
+    let any = false;
+    for (let row = 0; row < th; row++) {
+      const k = (ty + row) * this.width + tx;
+      const src = this.data.subarray(k, k + tw);
+      old.set(src, row * tw);
+      if (!any) any = src.some((v) => v !== 0);
+    }
+    u.tiles.set(t, any ? old : null);
   }
 
   /** Label a disk of `radius` px around (x, y) with `value`; returns the changed pixels' box (null: none). */
@@ -32,6 +125,8 @@ export class LabelMask {
     let cy0 = Infinity;
     let cx1 = -1;
     let cy1 = -1;
+    const u = this.undoing;
+    const across = this.tilesAcross;
     for (let row = y0; row <= y1; row++) {
       for (let col = x0; col <= x1; col++) {
         const dx = col + 0.5 - x;
@@ -39,6 +134,10 @@ export class LabelMask {
         if (dx * dx + dy * dy > r * r) continue;
         const k = row * this.width + col;
         if (this.data[k] !== value) {
+          if (u) {
+            const t = (row >> TILE_SHIFT) * across + (col >> TILE_SHIFT);
+            if (!u.saved[t]) this.saveTile(u, t);
+          }
           this.data[k] = value;
           if (col < cx0) cx0 = col;
           if (col > cx1) cx1 = col;
@@ -47,7 +146,10 @@ export class LabelMask {
         }
       }
     }
-    return cx1 < 0 ? null : { x: cx0, y: cy0, width: cx1 - cx0 + 1, height: cy1 - cy0 + 1 };
+    if (cx1 < 0) return null;
+    const changed = { x: cx0, y: cy0, width: cx1 - cx0 + 1, height: cy1 - cy0 + 1 };
+    if (u) u.changed = union(u.changed, changed);
+    return changed;
   }
 
   /** Label the stroke from (ax, ay) to (bx, by), `radius` px wide on each side; returns the changed box. */

@@ -5,9 +5,11 @@
 // extracted points and retries once with this user's human labels.
 // Brush edits are sent as the box around what changed since the last save (PUT
 // .../mask/region) while it is under half the image: on a big slide a stroke is a
-// few kilobytes instead of the whole mask.
+// few kilobytes instead of the whole mask. Undoing a stroke costs what it changed too:
+// its undo step keeps the old bytes of the 256 x 256 tiles it wrote into (LabelMask's
+// copy-on-write record), puts them back, and saves that box by the same region route.
 import { ApiError, messageOf } from '../../lib/api';
-import { decodeMask, encodeMask, LabelMask, union, type Rect } from './mask';
+import { decodeMask, encodeMask, LabelMask, union, type MaskUndo, type Rect } from './mask';
 import {
   acceptMask,
   extractPoints,
@@ -29,7 +31,10 @@ const UNDO_DEPTH = 30;
 interface Snapshot {
   points: SegPoint[];
   scribbles: SegScribble[];
+  /** The whole mask before a whole-mask replacement (accepting the prediction). */
   mask: Uint8Array | null;
+  /** What a brush/eraser stroke changed in the mask (its tiles' old bytes). */
+  maskEdit: MaskUndo | null;
 }
 
 export type SaveState = 'idle' | 'pending' | 'saving' | 'saved' | 'error';
@@ -53,8 +58,13 @@ export class SegSession {
   undoDepth = $state(0);
   /** Called after each successful save of labels or mask (e.g. to start live training). */
   onsaved: () => void = () => {};
+  /** Called when an undo changed the pixels of `rect` alone, for the view to repaint them
+   * (as it does a stroke's box; a whole restore bumps `maskRev` instead). */
+  onmaskrestored: (rect: Rect) => void = () => {};
 
   private undoStack: Snapshot[] = [];
+  /** The undo step of the brush/eraser stroke in progress (beginStroke .. endStroke). */
+  private stroke: Snapshot | null = null;
   private labelsDirty = false;
   /** The box of the mask edits not yet saved; `all` after an undo restored a snapshot. */
   private maskDirty: Rect | 'all' | null = null;
@@ -101,18 +111,45 @@ export class SegSession {
     this.maskRev++;
   }
 
-  /** Remember the current labels before a change (the local undo stack). */
+  /**
+   * Remember the current labels before a change (the local undo stack); `withMask` keeps
+   * a copy of the whole mask too, for whole-mask replacements only (a stroke keeps its
+   * tiles instead: beginStroke).
+   */
   checkpoint(withMask = false): void {
-    this.undoStack.push({
+    this.push(withMask);
+  }
+
+  private push(withMask: boolean): Snapshot {
+    const s: Snapshot = {
       points: this.points.map((p) => ({ ...p })),
       scribbles: this.scribbles.map((s) => ({ ...s, path: s.path.map((q) => [q[0], q[1]] as [number, number]) })),
       mask: withMask && this.mask ? this.mask.snapshot() : null,
-    });
+      maskEdit: null,
+    };
+    this.undoStack.push(s);
     if (this.undoStack.length > UNDO_DEPTH) this.undoStack.shift();
     this.undoDepth = this.undoStack.length;
+    return s;
+  }
+
+  /** A brush/eraser stroke starts: one undo step, recording the mask tiles it changes. */
+  beginStroke(): void {
+    this.endStroke(null); // (one left open by a lost pointer-up)
+    this.stroke = this.push(false);
+    this.mask?.beginUndo();
+  }
+
+  /** The stroke ended, having changed the pixels in `changed` (repainted by the view). */
+  endStroke(changed: Rect | null): void {
+    const s = this.stroke;
+    this.stroke = null;
+    if (s) s.maskEdit = this.mask?.endUndo() ?? null;
+    if (changed) this.maskEdited(changed);
   }
 
   undo(): boolean {
+    this.endStroke(null);
     const s = this.undoStack.pop();
     this.undoDepth = this.undoStack.length;
     if (!s) return false;
@@ -122,7 +159,14 @@ export class SegSession {
     if (s.mask && this.mask) {
       this.mask.data = s.mask;
       this.maskRev++;
-      this.maskDirty = 'all'; // simple and correct: the snapshot may differ anywhere
+      this.markMaskDirty('all'); // the snapshot may differ anywhere
+    } else if (s.maskEdit && this.mask) {
+      // A stroke's tiles: only its box changes back, and is saved like a stroke's box
+      // (a stroke on a fresh mask goes back to zeros there: the server keeps an
+      // all-background mask, which is what the editor shows too).
+      const rect = this.mask.restore(s.maskEdit);
+      this.markMaskDirty(rect);
+      this.onmaskrestored(rect);
     }
     this.schedule();
     return true;
@@ -155,7 +199,11 @@ export class SegSession {
 
   /** The mask to paint into, made empty when the item has none yet. */
   editableMask(): LabelMask {
-    if (!this.mask) this.mask = new LabelMask(this.width, this.height);
+    if (!this.mask) {
+      this.mask = new LabelMask(this.width, this.height);
+      // Its zeros are what the stroke's undo goes back to (all-zero tiles cost nothing).
+      if (this.stroke) this.mask.beginUndo();
+    }
     return this.mask;
   }
 
