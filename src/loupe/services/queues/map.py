@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,7 +171,9 @@ def compute_map(
     """Compute (or find cached) the project's map in this process, unsplit; returns a
     summary for the job result (the ``map`` job does the same in chunks)."""
     report = progress or (lambda _f, _m: None)
-    ctx = cast(JobContext, _Inline(job_id or 0, report))  # job 0: the folder _chunks/0
+    # outside a job: a folder of its own (a negative number no job has)
+    inline_id = job_id if job_id is not None else -(uuid.uuid4().int % 10**12) - 1
+    ctx = cast(JobContext, _Inline(inline_id, report))
     params = {"project_id": project_id, "method": method, "chunk_rows": 2**62}
     parts: list[dict[str, Any] | None] = [
         place_chunk(settings, ctx, c) for c in plan_map(settings, ctx, params)
@@ -315,7 +318,7 @@ def finish_map(
         "method": method,
         "backbone": plan["backbone"],
         "model_version_id": plan["model_version_id"],
-        "job_id": ctx.job_id or None,
+        "job_id": ctx.job_id if ctx.job_id and ctx.job_id > 0 else None,
         "items": plan["items"],
         "seconds": round(time.time() - float(plan["started"]), 3),
         "chunks": plan["chunks"],
