@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from typing import Any
 
 from loupe.db.models import Membership
@@ -27,8 +26,11 @@ def _add_member(settings: Any, project_id: int, user_id: int, role: str) -> None
         db.add(Membership(project_id=project_id, user_id=user_id, role=role))
 
 
-def _events(client: Any, job_id: int) -> list[tuple[str, Any]]:
-    """Read an SSE stream to its end: [(event, parsed data), ...] (pings skipped)."""
+def _events(
+    client: Any, job_id: int, first: threading.Event | None = None
+) -> list[tuple[str, Any]]:
+    """Read an SSE stream to its end: [(event, parsed data), ...] (pings skipped);
+    ``first`` is set once the first event arrived."""
     out: list[tuple[str, Any]] = []
     event = None
     with client.stream("GET", f"/api/jobs/{job_id}/events") as r:
@@ -41,6 +43,8 @@ def _events(client: Any, job_id: int) -> list[tuple[str, Any]]:
             elif line.startswith("data:") and event is not None:
                 out.append((event, json.loads(line.split(":", 1)[1])))
                 event = None
+                if first is not None:
+                    first.set()
     return out
 
 
@@ -186,15 +190,17 @@ def test_event_stream_follows_a_running_job(
     project = make_project(owner)
     c = login(owner)
     job_id = _queued(settings, project.id, owner.id, steps=5, seconds=0.3)
+    streaming = threading.Event()
 
     def worker() -> None:
-        time.sleep(1.0)  # the stream starts while the job is queued (margin for a busy CI)
+        # the job starts once the stream has shown it queued (however busy the machine)
+        assert streaming.wait(30), "the stream sent nothing"
         job_runner.run_job(settings, job_id, heartbeat_s=0.1)
 
     t = threading.Thread(target=worker)
     t.start()
     try:
-        events = _events(c, job_id)
+        events = _events(c, job_id, streaming)
     finally:
         t.join(20)
 
