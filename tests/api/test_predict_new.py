@@ -231,17 +231,10 @@ def test_drafting_off_unreadable_items_and_no_version(
 def test_a_score_version_drafts_as_its_training_did(
     settings: Any, make_user: Any, make_project: Any, login: Any, tmp_path: Path
 ) -> None:
-    from loupe.services.items.ingest import ingest_paths
+    from tests.api.texture_helpers import texture_project, train_inline
 
-    owner = make_user()
-    project = make_project(owner, task="score", settings_={"ensemble": ["classic"]})
-    root = tmp_path / "tiles"
-    _tiles(root)
-    assert ingest_paths(settings, project.id, [root]).imported == 26
-    c = login(owner)
-    pid = project.id
-    items = c.get(f"/api/projects/{pid}/items?limit=100").json()["data"]
-    by_name = {Path(i["filename"]).name: i["id"] for i in items}
+    p = texture_project(settings, make_user, make_project, login, tmp_path, task="score")
+    c, pid, by_name = p["c"], p["pid"], p["by_name"]
     level = {cls: k for k, cls in enumerate(SOURCES)}
     for cls in SOURCES:
         for k in range(4):
@@ -253,11 +246,7 @@ def test_a_score_version_drafts_as_its_training_did(
                 },
             )
             assert r.status_code == 200, r.text
-    r = c.post(f"/api/projects/{pid}/train", json={})
-    assert r.status_code == 202, r.text
-    train = c.get(f"/api/jobs/{r.json()['id']}").json()
-    assert train["status"] == "done", train
-    vid = train["result"]["model_version_id"]
+    vid = train_inline(c, pid)["result"]["model_version_id"]
     before = _drafts(settings, vid)
     forgotten = sorted(before)[1::2]
     _forget(settings, vid, forgotten)

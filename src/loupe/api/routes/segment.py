@@ -48,6 +48,13 @@ from loupe.services.segments.payload import SegmentAnnotation
 router = APIRouter(prefix="/projects/{project_id}/segment", tags=["segment"])
 
 PNG = "image/png"
+# the OpenAPI request body of the routes that take a raw PNG (whole mask, region)
+PNG_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {PNG: {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
 
 
 def _public(ann: SegmentAnnotation) -> SegmentAnnotationPublic:
@@ -95,12 +102,7 @@ def put_annotation(
 @router.put(
     "/items/{item_id}/mask",
     response_model=SegmentAnnotationPublic,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {PNG: {"schema": {"type": "string", "format": "binary"}}},
-        }
-    },
+    openapi_extra=PNG_BODY,
 )
 def put_mask(
     item_id: Id,
@@ -121,12 +123,7 @@ def put_mask(
 @router.put(
     "/items/{item_id}/mask/region",
     response_model=SegmentAnnotationPublic,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {PNG: {"schema": {"type": "string", "format": "binary"}}},
-        }
-    },
+    openapi_extra=PNG_BODY,
 )
 def put_mask_region(
     item_id: Id,

@@ -27,7 +27,6 @@ items arrive drafted without a retraining.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,7 @@ from loupe.services.training.chunks import (
     member_store,
 )
 from loupe.services.training.predictions import version_of
+from loupe.services.training.train import load_artifact
 from loupe.settings import Settings
 from loupe.tasks import kind_of
 from loupe.tasks.embedding import EmbeddingTaskKind, SavedVersion
@@ -59,15 +59,6 @@ log = logging.getLogger(__name__)
 
 PREDICT_KIND = "predict"
 CHUNK_ITEMS = 500
-
-
-def load_artifact(folder: Path) -> dict[str, Any]:
-    """A version's artifact as written by the trainer: ``heads.npz`` arrays and
-    ``heads.json`` values, by key."""
-    state: dict[str, Any] = json.loads((folder / "heads.json").read_text())
-    with np.load(folder / "heads.npz", allow_pickle=False) as arrays:
-        state.update({key: arrays[key] for key in arrays.files})
-    return state
 
 
 def _kind(project: Project) -> EmbeddingTaskKind:
@@ -242,7 +233,7 @@ def plan_prediction(
     ]
 
 
-def _saved(db: Any, version: ModelVersion) -> SavedVersion:
+def _saved(version: ModelVersion) -> SavedVersion:
     state = load_artifact(Path(str(version.artifact_path)))
     return SavedVersion(
         id=version.id,
@@ -285,7 +276,7 @@ def predict_chunk(settings: Settings, ctx: JobContext, params: dict[str, Any]) -
             raise LoupeError(ErrorCode.NOT_FOUND, f"project {project_id} not found")
         kind = _kind(project)
         version = _version(db, project, int(params["version_id"]))
-        saved = _saved(db, version)
+        saved = _saved(version)
         chunk_ids = [int(i) for i in params["item_ids"]]
         drafted = set(
             db.scalars(

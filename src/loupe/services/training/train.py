@@ -167,6 +167,15 @@ def _save_artifact(
     return folder
 
 
+def load_artifact(folder: Path) -> dict[str, Any]:
+    """A version's artifact as :func:`_save_artifact` wrote it: ``heads.npz`` arrays and
+    ``heads.json`` values, by key."""
+    state: dict[str, Any] = json.loads((folder / "heads.json").read_text())
+    with np.load(folder / "heads.npz", allow_pickle=False) as arrays:
+        state.update({key: arrays[key] for key in arrays.files})
+    return state
+
+
 def _activate(
     settings: Settings,
     project_id: int,
